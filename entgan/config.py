@@ -1,0 +1,196 @@
+"""The job file: a YAML document validated into a `JobSpec`.
+
+A job is EntGAN's counterpart of Sedna's LifelongLearningJob: it names the edges and where their
+images live, the data types, how to train, evaluate and deploy, and where the task library
+(MLflow) and local state live. Every error names the field and what to do about it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Names become Kubernetes label values, MLflow registered-model names and folder names,
+# so they are restricted to DNS-label-like strings.
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+NAME_HINT = "use 1-40 lowercase letters, digits and '-', starting and ending with a letter or digit"
+EDGE_LABEL = "entgan.io/edge"  # node label that pins an edge's tasks to its node
+DEFAULT_IMAGE = "ghcr.io/entgan/entgan:0.1.0"
+
+
+class JobError(ValueError):
+    """A job file that cannot be used; the message names the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(value: str, what: str) -> str:
+    if not re.match(NAME_PATTERN, value):
+        raise ValueError(f"{what} {value!r} is not a safe name: {NAME_HINT}")
+    return value
+
+
+class EdgeSpec(_Strict):
+    """One edge node: where its images are and how its training task is placed."""
+
+    name: str = Field(description="edge name; also the value of the node label entgan.io/edge")
+    data: str = Field(description="folder (or s3:// prefix) with <type>/*.png below it")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="extra node labels")
+    gpus: int = Field(default=0, ge=0, le=8, description="GPUs requested by the edge's tasks")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "edge name")
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """The full node selector of this edge's tasks (its own label plus the extra ones)."""
+        return {EDGE_LABEL: self.name, **self.node_selector}
+
+
+class TrainSpec(_Strict):
+    strategy: Literal["entgan", "fedgan"] = "entgan"
+    rounds: int = Field(default=4, ge=1, le=200)
+    local_steps: int = Field(default=100, ge=1, description="D+G steps per edge per round")
+    cloud_steps: int | None = Field(
+        default=None, ge=1, description="global G steps per round (entgan); default local_steps"
+    )
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    lr: float = Field(default=2e-4, gt=0, lt=1)
+    mu: float = Field(default=0.01, ge=0, description="proximal weight toward the library's D")
+    latent_dim: int = Field(default=64, ge=2, le=1024)
+    width: int = Field(default=32, ge=4, le=512, description="base channel count of G and D")
+    image_size: Literal[8, 16, 32, 64] = 32
+    min_edges: int = Field(default=1, ge=1, description="fewest edge updates a round needs")
+    min_images_per_type: int = Field(default=8, ge=1, description="fewer images: type is skipped")
+    seed: int = 0
+
+    @property
+    def global_steps(self) -> int:
+        return self.cloud_steps or self.local_steps
+
+
+class EvalSpec(_Strict):
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1, description="real images kept out")
+    feature_steps: int = Field(default=40, ge=1, description="evaluator steps per edge per round")
+    feature_dim: int = Field(default=64, ge=2, le=2048)
+    num_generated: int = Field(default=512, ge=16, description="fake images per FID")
+
+
+class DeploySpec(_Strict):
+    max_fid: float | None = Field(
+        default=None, gt=0, description="a first version is deployed only at or below this FID"
+    )
+
+
+class JobSpec(_Strict):
+    """A whole EntGAN job (the LifelongLearningJob of Sedna)."""
+
+    name: str
+    edges: list[EdgeSpec] = Field(min_length=1)
+    data_types: list[str] | Literal["discover"] = "discover"
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+    deploy: DeploySpec = DeploySpec()
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="default: an embedded SQLite store in state_dir"
+    )
+    state_dir: str = ".entgan"
+    image: str = DEFAULT_IMAGE
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "job name")
+
+    @field_validator("data_types")
+    @classmethod
+    def _types(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("list no data types, or write data_types: discover")
+            for t in v:
+                _check_name(t, "data type")
+            if len(set(v)) != len(v):
+                raise ValueError("a data type is listed twice; list each once")
+        return v
+
+    @model_validator(mode="after")
+    def _edges_unique(self) -> JobSpec:
+        names = [e.name for e in self.edges]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"edge names must be unique; {dupes} appear more than once")
+        if self.train.min_edges > len(self.edges):
+            raise ValueError(
+                f"train.min_edges is {self.train.min_edges} but the job has only "
+                f"{len(self.edges)} edges; lower min_edges or add edges"
+            )
+        return self
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{Path(self.state_dir).resolve() / 'mlflow.db'}"
+
+    def edge(self, name: str) -> EdgeSpec:
+        for e in self.edges:
+            if e.name == name:
+                return e
+        raise JobError(f"edge {name!r} is not in job {self.name!r}; known: {self.edge_names}")
+
+    @property
+    def edge_names(self) -> list[str]:
+        return [e.name for e in self.edges]
+
+    def with_local_paths(self, base: Path) -> JobSpec:
+        """Relative data folders and state_dir made absolute against `base` (for local runs)."""
+
+        def absolute(p: str) -> str:
+            return p if "://" in p or Path(p).is_absolute() else str((base / p).resolve())
+
+        edges = [e.model_copy(update={"data": absolute(e.data)}) for e in self.edges]
+        return self.model_copy(update={"edges": edges, "state_dir": absolute(self.state_dir)})
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid job file"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling"
+        elif e["type"] == "missing":
+            msg = "required field is missing; add it"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_job(data: object, source: str = "job") -> JobSpec:
+    """Validate an already-parsed job document."""
+    if not isinstance(data, dict):
+        raise JobError(f"{source}: a job file must be a YAML mapping (name: ..., edges: ...)")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as err:
+        raise JobError(_describe(err, source)) from None
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """Read and validate a job file."""
+    path = Path(path)
+    if not path.is_file():
+        raise JobError(f"{path}: job file not found; pass the path of a YAML job file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise JobError(f"{path}: not valid YAML ({err}); fix the syntax") from None
+    return parse_job(data, str(path))

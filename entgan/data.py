@@ -1,0 +1,184 @@
+"""Edge data: ImageFolder-style folders (`<root>/<type>/*.png`), inspection, loading, the demo set.
+
+Raw images are only ever read by the edge that holds them. What leaves an edge is counts
+(`inspect_edge`), weights and feature statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+DEMO_FILE = "obstacles32.npz"
+
+
+class DataError(ValueError):
+    """Edge data that cannot be used; the message names the file or folder and the fix."""
+
+
+@dataclass(frozen=True)
+class TypeCounts:
+    train: int
+    holdout: int
+
+
+@dataclass(frozen=True)
+class EdgeReport:
+    """What `inspect_edge` tells the cloud: counts per type, never pixels."""
+
+    edge: str
+    types: dict[str, TypeCounts]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EdgeReport:
+        raw = json.loads(text)
+        return cls(edge=raw["edge"], types={t: TypeCounts(**c) for t, c in raw["types"].items()})
+
+
+def is_holdout(file_name: str, fraction: float) -> bool:
+    """Deterministic train/held-out split by file name: stable as new images arrive."""
+    digest = hashlib.sha1(file_name.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+def list_images(root: str | Path) -> dict[str, list[Path]]:
+    """{type: sorted image files} for an edge folder; hidden folders and other files ignored."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"edge data folder {root} does not exist; create it or fix the job's edge data path")
+    found = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            found[sub.name] = files
+    return found
+
+
+def split(files: list[Path], fraction: float, holdout: bool) -> list[Path]:
+    return [f for f in files if is_holdout(f.name, fraction) == holdout]
+
+
+def _open_rgb(path: Path, image_size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("RGB", "RGBA", "L", "P", "LA", "I;16", "I"):
+                raise DataError(f"{path}: unsupported image mode {img.mode}; save it as 8-bit RGB PNG")
+            if img.mode in ("I;16", "I"):
+                img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).astype(np.uint8))
+            rgb = img.convert("RGB")
+            if rgb.size != (image_size, image_size):
+                rgb = rgb.resize((image_size, image_size), Image.Resampling.BOX)
+            return np.asarray(rgb, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"{path}: cannot read image ({err}); remove or replace the file") from None
+
+
+def load_images(files: list[Path], image_size: int) -> torch.Tensor:
+    """Decode images into a float tensor (N, 3, S, S) in [-1, 1]. A bad file raises DataError."""
+    if not files:
+        return torch.empty(0, 3, image_size, image_size)
+    array = np.stack([_open_rgb(f, image_size) for f in files])
+    return to_tensor(array)
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """uint8 (N, S, S, 3) -> float (N, 3, S, S) in [-1, 1]."""
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float (N, 3, S, S) in [-1, 1] -> uint8 (N, S, S, 3)."""
+    scaled = images.detach().clamp(-1, 1).add(1).mul(127.5).round()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def inspect_edge(edge: str, root: str | Path, holdout_fraction: float, image_size: int) -> EdgeReport:
+    """Count each type's training and held-out images, decoding every file once so that a
+    corrupt image is reported now, by name, before any training starts."""
+    types = {}
+    for data_type, files in list_images(root).items():
+        for f in files:
+            _open_rgb(f, image_size)
+        held = len(split(files, holdout_fraction, holdout=True))
+        types[data_type] = TypeCounts(train=len(files) - held, holdout=held)
+    return EdgeReport(edge=edge, types=types)
+
+
+def load_edge(
+    root: str | Path, data_types: list[str], holdout_fraction: float, image_size: int, *, holdout: bool
+) -> dict[str, torch.Tensor]:
+    """Load an edge's training (or held-out) images of the given types."""
+    available = list_images(root)
+    out = {}
+    for data_type in data_types:
+        if data_type not in available:
+            raise DataError(f"{root}: no images of type {data_type!r}; add {Path(root) / data_type}/*.png")
+        out[data_type] = load_images(split(available[data_type], holdout_fraction, holdout), image_size)
+    return out
+
+
+# ---------------------------------------------------------------- the bundled demo dataset
+
+
+def demo_dataset() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The bundled robot-camera obstacle views: (images uint8 NxSxSx3, labels, type names)."""
+    with resources.as_file(resources.files("entgan.demo_data") / DEMO_FILE) as path:
+        with np.load(path, allow_pickle=False) as npz:
+            return npz["images"], npz["labels"], [str(t) for t in npz["types"]]
+
+
+# Which demo types each demo edge holds and what share of each type's images it gets.
+# Non-IID on purpose: every edge holds a different mix, every type lives on two edges.
+DEMO_SPLIT: dict[str, dict[str, float]] = {
+    "edge-1": {"box": 0.6, "table": 0.4},
+    "edge-2": {"table": 0.6, "robot": 0.4},
+    "edge-3": {"robot": 0.6, "clutter": 0.4},
+    "edge-4": {"clutter": 0.6, "box": 0.4},
+}
+
+
+def materialize_demo(
+    root: str | Path,
+    split_plan: dict[str, dict[str, float]] | None = None,
+    *,
+    per_type: int | None = None,
+    seed: int = 0,
+) -> dict[str, dict[str, int]]:
+    """Write the demo set as edge folders `<root>/<edge>/<type>/<n>.png`; returns the counts.
+
+    Each type's images are shuffled and cut among the edges that hold it, by their shares.
+    `per_type` limits how many images of each type are used (tiny test jobs). Existing files
+    are overwritten, so the result is the same every time.
+    """
+    split_plan = split_plan or DEMO_SPLIT
+    images, labels, names = demo_dataset()
+    rng = np.random.default_rng(seed)
+    counts: dict[str, dict[str, int]] = {edge: {} for edge in split_plan}
+    for data_type in sorted({t for shares in split_plan.values() for t in shares}):
+        if data_type not in names:
+            raise DataError(f"demo dataset has no type {data_type!r}; it has {names}")
+        idx = rng.permutation(np.flatnonzero(labels == names.index(data_type)))[:per_type]
+        holders = [(e, s[data_type]) for e, s in split_plan.items() if data_type in s]
+        total = sum(share for _, share in holders)
+        start = 0
+        for i, (edge, share) in enumerate(holders):
+            stop = len(idx) if i == len(holders) - 1 else start + round(len(idx) * share / total)
+            folder = Path(root) / edge / data_type
+            folder.mkdir(parents=True, exist_ok=True)
+            for j in idx[start:stop]:
+                Image.fromarray(images[j]).save(folder / f"{data_type}-{j:05d}.png")
+            counts[edge][data_type] = int(stop - start)
+            start = stop
+    return counts

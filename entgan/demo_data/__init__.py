@@ -1,0 +1,1 @@
+"""Demo dataset (procedurally rendered obstacle images) for EntGAN."""

@@ -1,0 +1,200 @@
+"""The task library: MLflow's model registry, one registered model per data type.
+
+`entgan-<job>-<type>` holds one version per run that trained the type; the alias `champion`
+marks the deployed one. `entgan-<job>-evaluator` holds the domain feature network. Every
+version's files (weights as safetensors, a sample grid, the model config) are artifacts of
+the job's MLflow run that produced them. This module is the only one that talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from entgan.bundle import Bundle, load_bundle
+
+CHAMPION = "champion"
+EVALUATOR = "evaluator"
+MODEL_FILE = "model.safetensors"
+
+
+class RegistryError(RuntimeError):
+    """The task library cannot be reached or used; the message says which server and why."""
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    version: str
+    run_id: str
+    source: str
+    tags: dict[str, str]
+
+
+def _mlflow_client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+class TaskLibrary:
+    def __init__(self, tracking_uri: str, job: str, artifact_root: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.job = job
+        self.artifact_root = artifact_root
+        self.client = _mlflow_client(tracking_uri)
+
+    # ------------------------------------------------------------------ names
+    def model_name(self, data_type: str) -> str:
+        return f"entgan-{self.job}-{data_type}"
+
+    @property
+    def experiment_name(self) -> str:
+        return f"entgan-{self.job}"
+
+    # ------------------------------------------------------------------ reading
+    def _call(self, what: str, fn, *args, **kwargs):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as err:
+            if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code) or "INVALID_PARAMETER_VALUE" in str(
+                err.error_code
+            ):
+                raise LookupError(str(err)) from None
+            raise RegistryError(f"MLflow at {self.tracking_uri}: {what} failed ({err.message})") from None
+        except OSError as err:  # connection refused, DNS, ...
+            raise RegistryError(
+                f"MLflow at {self.tracking_uri} is unreachable while trying to {what} ({err}); "
+                "start the server or fix mlflow_tracking_uri in the job file"
+            ) from None
+
+    def champion(self, data_type: str) -> Version | None:
+        """The deployed version of a type, or None if the type has none yet."""
+        return self._alias(self.model_name(data_type), CHAMPION)
+
+    def evaluator(self) -> Version | None:
+        return self._alias(self.model_name(EVALUATOR), CHAMPION)
+
+    def _alias(self, name: str, alias: str) -> Version | None:
+        try:
+            mv = self._call("read alias", self.client.get_model_version_by_alias, name, alias)
+        except LookupError:
+            return None
+        return Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags))
+
+    def versions(self, data_type: str) -> list[Version]:
+        try:
+            found = self._call(
+                "list versions", self.client.search_model_versions, f"name='{self.model_name(data_type)}'"
+            )
+        except LookupError:
+            return []
+        out = [Version(v.name, str(v.version), v.run_id, v.source, dict(v.tags)) for v in found]
+        return sorted(out, key=lambda v: int(v.version))
+
+    def load(self, version: Version) -> Bundle:
+        """Download and verify a version's weight bundle."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self._call(
+                "download weights",
+                self.client.download_artifacts,
+                version.run_id,
+                f"{_artifact_path(version)}/{MODEL_FILE}",
+                tmp,
+            )
+            return load_bundle(local)
+
+    # ------------------------------------------------------------------ writing
+    def start_run(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> str:
+        experiment = self._call("read experiment", self.client.get_experiment_by_name, self.experiment_name)
+        if experiment is None:
+            experiment_id = self._call(
+                "create experiment",
+                self.client.create_experiment,
+                self.experiment_name,
+                artifact_location=self.artifact_root,
+            )
+        else:
+            experiment_id = experiment.experiment_id
+        run = self._call("start run", self.client.create_run, experiment_id, tags=tags, run_name=run_name)
+        from mlflow.entities import Param
+
+        self._call(
+            "log params",
+            self.client.log_batch,
+            run.info.run_id,
+            params=[Param(k, str(v)) for k, v in params.items()],
+        )
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._call("log metrics", self.client.log_batch, run_id, metrics=batch)
+
+    def log_files(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self._call("upload files", self.client.log_artifacts, run_id, str(folder), artifact_path)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self._call("end run", self.client.set_terminated, run_id, status)
+
+    def register(
+        self,
+        data_type: str,
+        run_id: str,
+        artifact_path: str,
+        tags: dict[str, str],
+        description: str = "",
+    ) -> Version:
+        """A new version of the type's model from files already logged to `run_id`."""
+        name = self.model_name(data_type)
+        try:
+            self._call("read model", self.client.get_registered_model, name)
+        except LookupError:
+            self._call(
+                "create model",
+                self.client.create_registered_model,
+                name,
+                tags={"entgan.job": self.job, "entgan.data_type": data_type},
+                description=f"EntGAN generator for data type '{data_type}' of job '{self.job}'.",
+            )
+        run = self._call("read run", self.client.get_run, run_id)
+        source = f"{run.info.artifact_uri}/{artifact_path}"
+        tags = {**tags, "entgan.artifact_path": artifact_path}
+        mv = self._call(
+            "create version",
+            self.client.create_model_version,
+            name,
+            source,
+            run_id=run_id,
+            tags=tags,
+            description=description,
+        )
+        return Version(mv.name, str(mv.version), run_id, source, tags)
+
+    def set_champion(self, data_type: str, version: str) -> None:
+        self._call("set alias", self.client.set_registered_model_alias, self.model_name(data_type), CHAMPION, version)
+
+    def tag_version(self, data_type: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self._call(
+                "tag version", self.client.set_model_version_tag, self.model_name(data_type), version, key, value
+            )
+
+
+def library_for(job) -> TaskLibrary:
+    """The task library of a job; with the embedded SQLite store, artifacts go to state_dir."""
+    artifact_root = None
+    if job.tracking_uri.startswith("sqlite:"):
+        artifact_root = (Path(job.state_dir).resolve() / "mlartifacts").as_uri()
+    return TaskLibrary(job.tracking_uri, job.name, artifact_root)
+
+
+def _artifact_path(version: Version) -> str:
+    return version.tags.get("entgan.artifact_path") or version.source.rsplit("/artifacts/", 1)[-1]

@@ -1,0 +1,220 @@
+"""Federated GAN strategies: what an edge does in a round, and what the cloud does with it.
+
+The global state of a job is a dict of groups (see `entgan.bundle`): `<type>/G` and `<type>/D`
+for every data type, and `features` for the domain feature network.
+
+- `entgan` (the proposal's train-stage flow): each edge trains its local D (with a proximal
+  pull toward the library's D) and local G steps, and sends only D. The cloud averages the Ds
+  (sample-weighted), then trains the global G against the aggregated D; the new G goes out
+  with the next round's global state.
+- `fedgan` (Rasouli et al. 2020): each edge sends G and D; the cloud averages both.
+- `centralized`: the baseline; one node trains every type on the pooled images.
+
+Policy (who trains what, how many must answer) is separate from arithmetic (`entgan.aggregate`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from entgan.aggregate import AggregationError, StateDict, fedavg
+from entgan.config import EvalSpec, TrainSpec
+from entgan.models import Discriminator, FeatureNet, Generator
+from entgan.train import train_features, train_generator, train_local
+
+FEATURES = "features"
+SENDS = {"entgan": ("D",), "fedgan": ("G", "D")}  # which of a type's nets an edge sends
+
+
+@dataclass
+class EdgeUpdate:
+    """What one edge sends after a round: weights per group and how many images stand behind them."""
+
+    edge: str
+    groups: dict[str, StateDict]
+    num_examples: dict[str, int]  # per data type, plus FEATURES
+    losses: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from `parts` that is the same in every process (unlike `hash`)."""
+    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+
+
+def new_generator(train: TrainSpec) -> Generator:
+    return Generator(train.latent_dim, train.width, train.image_size)
+
+
+def new_discriminator(train: TrainSpec) -> Discriminator:
+    return Discriminator(train.width, train.image_size)
+
+
+def new_feature_net(num_classes: int, train: TrainSpec, evaluation: EvalSpec) -> FeatureNet:
+    return FeatureNet(num_classes, evaluation.feature_dim, train.image_size)
+
+
+def initial_state(
+    data_types: list[str], train: TrainSpec, evaluation: EvalSpec
+) -> dict[str, StateDict]:
+    """Fresh, seeded weights for every type's G and D and for the feature network."""
+    state: dict[str, StateDict] = {}
+    for i, data_type in enumerate(sorted(data_types)):
+        torch.manual_seed(train.seed * 1000 + i)
+        state[f"{data_type}/G"] = new_generator(train).state_dict()
+        state[f"{data_type}/D"] = new_discriminator(train).state_dict()
+    torch.manual_seed(train.seed)
+    state[FEATURES] = new_feature_net(len(data_types), train, evaluation).state_dict()
+    return state
+
+
+def types_in(state: dict[str, StateDict]) -> list[str]:
+    return sorted({g.split("/")[0] for g in state if g.endswith("/G")})
+
+
+def load_generator(state: dict[str, StateDict], data_type: str, train: TrainSpec) -> Generator:
+    g = new_generator(train)
+    g.load_state_dict(state[f"{data_type}/G"])
+    return g
+
+
+def _load_discriminator(state: StateDict, train: TrainSpec) -> Discriminator:
+    d = new_discriminator(train)
+    d.load_state_dict(state)
+    return d
+
+
+def load_feature_net(
+    state: dict[str, StateDict], num_classes: int, train: TrainSpec, evaluation: EvalSpec
+) -> FeatureNet:
+    net = new_feature_net(num_classes, train, evaluation)
+    net.load_state_dict(state[FEATURES])
+    return net
+
+
+def edge_round(
+    edge: str,
+    global_state: dict[str, StateDict],
+    data: dict[str, torch.Tensor],
+    all_types: list[str],
+    train: TrainSpec,
+    evaluation: EvalSpec,
+    *,
+    round_: int,
+    on_type: Callable[[str], None] | None = None,
+) -> EdgeUpdate:
+    """One edge's work in one round, for every type it holds (`data`: type -> real images)."""
+    update = EdgeUpdate(edge=edge, groups={}, num_examples={})
+    for i, (data_type, images) in enumerate(sorted(data.items())):
+        if on_type:
+            on_type(data_type)
+        generator = load_generator(global_state, data_type, train)
+        anchor = global_state[f"{data_type}/D"]
+        discriminator = _load_discriminator(anchor, train)
+        result = train_local(
+            generator,
+            discriminator,
+            images,
+            steps=train.local_steps,
+            batch_size=train.batch_size,
+            lr=train.lr,
+            mu=train.mu,
+            anchor=anchor,
+            seed=stable_seed(train.seed, edge, data_type, round_),
+        )
+        nets = {"G": result.generator, "D": result.discriminator}
+        for net in SENDS[train.strategy]:
+            update.groups[f"{data_type}/{net}"] = nets[net]
+        update.num_examples[data_type] = result.num_examples
+        update.losses[data_type] = {"d_loss": result.d_loss, "g_loss": result.g_loss}
+
+    if data:  # the domain feature network learns from the same local images
+        types = sorted(data)
+        images = torch.cat([data[t] for t in types])
+        labels = torch.cat([torch.full((data[t].shape[0],), all_types.index(t)) for t in types])
+        net = load_feature_net(global_state, len(all_types), train, evaluation)
+        state, loss = train_features(
+            net,
+            images,
+            labels,
+            steps=evaluation.feature_steps,
+            batch_size=train.batch_size,
+            seed=stable_seed(train.seed, edge, FEATURES, round_),
+        )
+        update.groups[FEATURES] = state
+        update.num_examples[FEATURES] = int(images.shape[0])
+        update.losses[FEATURES] = {"loss": loss}
+    return update
+
+
+def cloud_round(
+    global_state: dict[str, StateDict],
+    updates: list[EdgeUpdate],
+    train: TrainSpec,
+    *,
+    round_: int,
+) -> tuple[dict[str, StateDict], dict[str, float]]:
+    """Aggregate one round's edge updates into the next global state.
+
+    A type no edge trained this round keeps its weights. Returns the new state and metrics.
+    """
+    contributing = [u for u in updates if u.num_examples]
+    if len(contributing) < train.min_edges:
+        raise AggregationError(
+            f"round {round_}: {len(contributing)} edge(s) sent updates, fewer than "
+            f"train.min_edges={train.min_edges}; no new global state"
+        )
+    new_state = dict(global_state)
+    metrics: dict[str, float] = {}
+    for i, data_type in enumerate(types_in(global_state)):
+        senders = [u for u in contributing if data_type in u.num_examples]
+        if not senders:
+            continue
+        d_state = fedavg([(u.groups[f"{data_type}/D"], u.num_examples[data_type]) for u in senders])
+        new_state[f"{data_type}/D"] = d_state
+        if train.strategy == "fedgan":
+            g_results = [(u.groups[f"{data_type}/G"], u.num_examples[data_type]) for u in senders]
+            new_state[f"{data_type}/G"] = fedavg(g_results)
+        else:  # entgan: the cloud trains the global G against the aggregated D
+            g_state, g_loss = train_generator(
+                load_generator(global_state, data_type, train),
+                _load_discriminator(d_state, train),
+                steps=train.global_steps,
+                batch_size=train.batch_size,
+                lr=train.lr,
+                seed=train.seed * 7919 + round_ * 31 + i,
+            )
+            new_state[f"{data_type}/G"] = g_state
+            metrics[f"{data_type}.cloud_g_loss"] = g_loss
+        metrics[f"{data_type}.edges"] = float(len(senders))
+        metrics[f"{data_type}.num_examples"] = float(sum(u.num_examples[data_type] for u in senders))
+        for key in ("d_loss", "g_loss"):
+            metrics[f"{data_type}.edge_{key}"] = sum(u.losses[data_type][key] for u in senders) / len(senders)
+    feature_updates = [(u.groups[FEATURES], u.num_examples[FEATURES]) for u in contributing if FEATURES in u.groups]
+    if feature_updates:
+        new_state[FEATURES] = fedavg(feature_updates)
+    return new_state, metrics
+
+
+def train_centralized(
+    data: dict[str, torch.Tensor], train: TrainSpec, *, steps: int | None = None
+) -> dict[str, StateDict]:
+    """The baseline: every type trained on all its images pooled on one node."""
+    state: dict[str, StateDict] = {}
+    for i, (data_type, images) in enumerate(sorted(data.items())):
+        torch.manual_seed(train.seed * 1000 + i)
+        result = train_local(
+            new_generator(train),
+            new_discriminator(train),
+            images,
+            steps=steps or train.rounds * train.local_steps,
+            batch_size=train.batch_size,
+            lr=train.lr,
+            seed=train.seed + i,
+        )
+        state[f"{data_type}/G"] = result.generator
+        state[f"{data_type}/D"] = result.discriminator
+    return state

@@ -1,0 +1,1 @@
+"""EntGAN's KFP pipeline, built from a job file."""
