@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny jobs over a small slice of the bundled demo data."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from entgan.config import parse_job
+from entgan.data import materialize_demo
+
+TINY_TRAIN = {"rounds": 2, "local_steps": 3, "batch_size": 8, "image_size": 16, "width": 8, "latent_dim": 8}
+TINY_EVAL = {"feature_steps": 3, "num_generated": 32, "feature_dim": 8}
+
+
+def tiny_job_dict(root: Path, edges: list[str], **overrides) -> dict:
+    job = {
+        "name": "tiny",
+        "edges": [{"name": e, "data": str(root / "edges" / e)} for e in edges],
+        "train": dict(TINY_TRAIN),
+        "eval": dict(TINY_EVAL),
+        "state_dir": str(root / "state"),
+    }
+    job.update(overrides)
+    return job
+
+
+@pytest.fixture(scope="session")
+def demo_edges(tmp_path_factory) -> Path:
+    """The four demo edges with 24 images per type (shared, read-only)."""
+    root = tmp_path_factory.mktemp("demo")
+    materialize_demo(root / "edges", per_type=24)
+    return root
+
+
+@pytest.fixture
+def tiny_job(demo_edges, tmp_path):
+    """A valid tiny job over the shared demo edges, with its own state folder."""
+    data = tiny_job_dict(demo_edges, ["edge-1", "edge-2", "edge-3", "edge-4"])
+    data["state_dir"] = str(tmp_path / "state")
+    return parse_job(data)
+
+
+def write_job(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from entgan import strategies
+from entgan.aggregate import AggregationError, fedavg
+from entgan.config import EvalSpec, TrainSpec
+from entgan.models import Discriminator, Generator
+from entgan.train import train_local
+
+TYPES = ["box", "table"]
+
+
+def _train(**kw) -> TrainSpec:
+    return TrainSpec(**{"local_steps": 2, "batch_size": 4, "image_size": 8, "width": 4, "latent_dim": 4, **kw})
+
+
+def _eval() -> EvalSpec:
+    return EvalSpec(feature_steps=2, feature_dim=4, num_generated=16)
+
+
+def _data(seed: int, types=TYPES) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {t: torch.rand(10, 3, 8, 8, generator=g) * 2 - 1 for t in types}
+
+
+def _differs(a: dict, b: dict) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+@pytest.mark.parametrize("strategy, sent", [("entgan", {"D"}), ("fedgan", {"G", "D"})])
+def test_edge_sends_what_its_strategy_needs(strategy, sent):
+    train = _train(strategy=strategy)
+    state = strategies.initial_state(TYPES, train, _eval())
+    update = strategies.edge_round("e1", state, _data(0, ["box"]), TYPES, train, _eval(), round_=1)
+    assert set(update.groups) == {f"box/{n}" for n in sent} | {strategies.FEATURES}
+    assert update.num_examples == {"box": 10, strategies.FEATURES: 10}
+    assert _differs(update.groups["box/D"], state["box/D"])
+
+
+def test_fedgan_cloud_averages_g_and_d():
+    train = _train(strategy="fedgan")
+    state = strategies.initial_state(TYPES, train, _eval())
+    u1 = strategies.edge_round("e1", state, _data(1), TYPES, train, _eval(), round_=1)
+    u2 = strategies.edge_round("e2", state, _data(2, ["box"]), TYPES, train, _eval(), round_=1)
+    new, metrics = strategies.cloud_round(state, [u1, u2], train, round_=1)
+    expected_g = fedavg([(u1.groups["box/G"], 10), (u2.groups["box/G"], 10)])
+    assert all(torch.allclose(new["box/G"][k].float(), expected_g[k].float()) for k in expected_g)
+    assert torch.allclose(new["table/G"]["main.0.weight"], u1.groups["table/G"]["main.0.weight"])
+    assert metrics["box.edges"] == 2 and metrics["table.edges"] == 1
+
+
+def test_entgan_cloud_trains_g_against_averaged_d():
+    train = _train(strategy="entgan")
+    state = strategies.initial_state(TYPES, train, _eval())
+    u1 = strategies.edge_round("e1", state, _data(1, ["box"]), TYPES, train, _eval(), round_=1)
+    u2 = strategies.edge_round("e2", state, _data(2, ["box"]), TYPES, train, _eval(), round_=1)
+    new, metrics = strategies.cloud_round(state, [u1, u2], train, round_=1)
+    expected_d = fedavg([(u1.groups["box/D"], 10), (u2.groups["box/D"], 10)])
+    assert all(torch.allclose(new["box/D"][k].float(), expected_d[k].float()) for k in expected_d)
+    assert _differs(new["box/G"], state["box/G"])  # the cloud moved G
+    assert new["table/G"] is state["table/G"]  # nobody trained table: unchanged
+    assert "box.cloud_g_loss" in metrics
+
+
+def test_round_below_min_edges_fails_cleanly():
+    train = _train(min_edges=2)
+    state = strategies.initial_state(TYPES, train, _eval())
+    u1 = strategies.edge_round("e1", state, _data(1), TYPES, train, _eval(), round_=1)
+    empty = strategies.EdgeUpdate(edge="e2", groups={}, num_examples={})
+    with pytest.raises(AggregationError, match="fewer than train.min_edges=2"):
+        strategies.cloud_round(state, [u1, empty], train, round_=1)
+
+
+def test_proximal_term_keeps_local_d_near_the_library():
+    images = torch.rand(16, 3, 8, 8) * 2 - 1
+
+    def drift(mu: float) -> float:
+        torch.manual_seed(0)
+        g, d = Generator(4, 4, 8), Discriminator(4, 8)
+        anchor = {k: v.clone() for k, v in d.state_dict().items()}
+        result = train_local(g, d, images, steps=20, batch_size=8, lr=1e-2, mu=mu, anchor=anchor, seed=0)
+        return sum((result.discriminator[k] - anchor[k]).pow(2).sum().item() for k, _ in d.named_parameters())
+
+    assert drift(mu=10.0) < 0.5 * drift(mu=0.0)
+
+
+def test_centralized_baseline_trains_every_type():
+    train = _train(rounds=1)
+    state = strategies.train_centralized(_data(3), train)
+    assert set(state) == {"box/G", "box/D", "table/G", "table/D"}
+    g = strategies.load_generator(state, "box", train)
+    assert g.sample(5).shape == (5, 3, 8, 8)
