@@ -60,7 +60,7 @@ class TrainSpec(_Strict):
     rounds: int = Field(default=4, ge=1, le=200)
     local_steps: int = Field(default=100, ge=1, description="D+G steps per edge per round")
     cloud_steps: int | None = Field(
-        default=None, ge=1, description="global G steps per round (entgan); default local_steps"
+        default=None, ge=1, description="global G steps per round (entgan); default local_steps/4"
     )
     batch_size: int = Field(default=64, ge=1, le=4096)
     lr: float = Field(default=2e-4, gt=0, lt=1)
@@ -74,7 +74,7 @@ class TrainSpec(_Strict):
 
     @property
     def global_steps(self) -> int:
-        return self.cloud_steps or self.local_steps
+        return self.cloud_steps or max(1, self.local_steps // 4)
 
 
 class EvalSpec(_Strict):

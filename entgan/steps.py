@@ -40,7 +40,8 @@ def log(message: str) -> None:
 
 
 def configure_threads() -> None:
-    """Honour ENTGAN_NUM_THREADS (set by `entgan run` so parallel local edges share the cores)."""
+    """Edge steps honour ENTGAN_NUM_THREADS (set by `entgan run` so that the two edge tasks that
+    kfp.local runs at once share the cores); cloud steps run alone and use them all."""
     threads = os.environ.get("ENTGAN_NUM_THREADS")
     if threads:
         torch.set_num_threads(max(1, int(threads)))
@@ -190,7 +191,6 @@ def step_aggregate(
     out_state_path: str | Path,
 ) -> dict[str, float]:
     """The cloud's round: verify and aggregate the edges' updates into the next global state."""
-    configure_threads()
     plan = Plan.load(plan_path)
     updates = []
     for p in update_paths:
@@ -242,7 +242,6 @@ def step_evaluate(
     report_path: str | Path,
 ) -> dict[str, dict[str, float]]:
     """In the cloud: merge the edges' statistics; FID of the starting and the trained generators."""
-    configure_threads()
     plan = Plan.load(plan_path)
     per_type: dict[str, list[FeatureStats]] = {}
     accuracy: dict[str, list[tuple[float, int]]] = {}

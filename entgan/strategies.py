@@ -3,10 +3,14 @@
 The global state of a job is a dict of groups (see `entgan.bundle`): `<type>/G` and `<type>/D`
 for every data type, and `features` for the domain feature network.
 
-- `entgan` (the proposal's train-stage flow): each edge trains its local D (with a proximal
-  pull toward the library's D) and local G steps, and sends only D. The cloud averages the Ds
-  (sample-weighted), then trains the global G against the aggregated D; the new G goes out
-  with the next round's global state.
+- `entgan` (the proposal's train-stage flow): each edge trains its local D against its local G
+  (a copy of the global G), with a proximal pull toward the library's D (the lifelong
+  optimizer), and takes local G steps. The cloud averages the Ds and Gs (sample-weighted), then
+  trains the global G against the aggregated D (`cloud_steps`, no real data needed); the new G
+  goes out with the next round's global state.
+  Why the cloud starts from the averaged local Gs rather than the old global G: training the
+  old G for a whole round against one fixed, averaged D lets G exploit that D (we measured
+  checkerboard collapse and rising FID on the demo); the local Gs carry the real-data signal.
 - `fedgan` (Rasouli et al. 2020): each edge sends G and D; the cloud averages both.
 - `centralized`: the baseline; one node trains every type on the pooled images.
 
@@ -27,7 +31,6 @@ from entgan.models import Discriminator, FeatureNet, Generator
 from entgan.train import train_features, train_generator, train_local
 
 FEATURES = "features"
-SENDS = {"entgan": ("D",), "fedgan": ("G", "D")}  # which of a type's nets an edge sends
 
 
 @dataclass
@@ -76,8 +79,12 @@ def types_in(state: dict[str, StateDict]) -> list[str]:
 
 
 def load_generator(state: dict[str, StateDict], data_type: str, train: TrainSpec) -> Generator:
+    return _load_generator_state(state[f"{data_type}/G"], train)
+
+
+def _load_generator_state(state: StateDict, train: TrainSpec) -> Generator:
     g = new_generator(train)
-    g.load_state_dict(state[f"{data_type}/G"])
+    g.load_state_dict(state)
     return g
 
 
@@ -121,13 +128,12 @@ def edge_round(
             steps=train.local_steps,
             batch_size=train.batch_size,
             lr=train.lr,
-            mu=train.mu,
+            mu=train.mu if train.strategy == "entgan" else 0.0,  # the lifelong optimizer
             anchor=anchor,
             seed=stable_seed(train.seed, edge, data_type, round_),
         )
         nets = {"G": result.generator, "D": result.discriminator}
-        for net in SENDS[train.strategy]:
-            update.groups[f"{data_type}/{net}"] = nets[net]
+        update.groups.update({f"{data_type}/{net}": state for net, state in nets.items()})
         update.num_examples[data_type] = result.num_examples
         update.losses[data_type] = {"d_loss": result.d_loss, "g_loss": result.g_loss}
 
@@ -175,20 +181,18 @@ def cloud_round(
             continue
         d_state = fedavg([(u.groups[f"{data_type}/D"], u.num_examples[data_type]) for u in senders])
         new_state[f"{data_type}/D"] = d_state
-        if train.strategy == "fedgan":
-            g_results = [(u.groups[f"{data_type}/G"], u.num_examples[data_type]) for u in senders]
-            new_state[f"{data_type}/G"] = fedavg(g_results)
-        else:  # entgan: the cloud trains the global G against the aggregated D
+        g_state = fedavg([(u.groups[f"{data_type}/G"], u.num_examples[data_type]) for u in senders])
+        if train.strategy == "entgan":  # the global G update: G against the aggregated D, no real data
             g_state, g_loss = train_generator(
-                load_generator(global_state, data_type, train),
+                _load_generator_state(g_state, train),
                 _load_discriminator(d_state, train),
                 steps=train.global_steps,
                 batch_size=train.batch_size,
                 lr=train.lr,
                 seed=train.seed * 7919 + round_ * 31 + i,
             )
-            new_state[f"{data_type}/G"] = g_state
             metrics[f"{data_type}.cloud_g_loss"] = g_loss
+        new_state[f"{data_type}/G"] = g_state
         metrics[f"{data_type}.edges"] = float(len(senders))
         metrics[f"{data_type}.num_examples"] = float(sum(u.num_examples[data_type] for u in senders))
         for key in ("d_loss", "g_loss"):
