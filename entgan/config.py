@@ -60,10 +60,10 @@ class TrainSpec(_Strict):
     rounds: int = Field(default=4, ge=1, le=200)
     local_steps: int = Field(default=100, ge=1, description="D+G steps per edge per round")
     cloud_steps: int | None = Field(
-        default=None, ge=1, description="global G steps per round (entgan); default local_steps/4"
+        default=None, ge=1, description="global G steps per round (entgan); default local_steps/50"
     )
-    batch_size: int = Field(default=64, ge=1, le=4096)
-    lr: float = Field(default=2e-4, gt=0, lt=1)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    lr: float = Field(default=5e-4, gt=0, lt=1)
     mu: float = Field(default=0.01, ge=0, description="proximal weight toward the library's D")
     latent_dim: int = Field(default=64, ge=2, le=1024)
     width: int = Field(default=32, ge=4, le=512, description="base channel count of G and D")
@@ -74,7 +74,9 @@ class TrainSpec(_Strict):
 
     @property
     def global_steps(self) -> int:
-        return self.cloud_steps or max(1, self.local_steps // 4)
+        # A few steps: a long G update against one fixed, averaged D lets G exploit it (measured:
+        # on the demo, 3 steps per 150 local steps beat 10 and 37 and plain FedGAN).
+        return self.cloud_steps or max(1, self.local_steps // 50)
 
 
 class EvalSpec(_Strict):

@@ -351,6 +351,7 @@ def step_deploy(
         champion = version.version if decision.promote else plan.start.get(t)
         log(f"{t}: version {version.version} {'promoted' if decision.promote else 'kept out'}: {decision.reason}")
         summary["types"][t] = {**r, "version": version.version, "champion": champion,
+                               "parent_version": plan.start.get(t),
                                "promoted": decision.promote, "reason": decision.reason, "grid": str(grid)}
     _register_evaluator(job, plan, state, run_id, samples_dir, library)
     library.end_run(run_id)

@@ -23,7 +23,7 @@ def test_demo_job_file_is_valid():
 def test_defaults_and_selector():
     job = parse_job(with_(MINIMAL, edges=[{"name": "e1", "data": "x", "node_selector": {"gpu": "a100"}}]))
     assert job.edges[0].selector == {EDGE_LABEL: "e1", "gpu": "a100"}
-    assert job.train.global_steps == job.train.local_steps
+    assert job.train.global_steps == max(1, job.train.local_steps // 50)
     assert job.tracking_uri.startswith("sqlite:///") and job.tracking_uri.endswith("mlflow.db")
 
 
