@@ -38,3 +38,28 @@ ui: install
 
 clean:
 	rm -rf .entgan build
+
+# ---------------------------------------------------------------- Kubeflow (README: Deploy on Kubeflow)
+REGISTRY    ?= ghcr.io/entgan
+TAG         ?= 0.1.0
+DOCKER      ?= docker
+CLUSTER_JOB ?= jobs/cluster.yaml
+IMAGE       ?= $(REGISTRY)/entgan:$(TAG)-cuda
+CRON        ?= 0 */6 * * *
+MLFLOW_VERSION := $(shell sed -n 's/^mlflow==//p' requirements.lock)
+
+.PHONY: images upload schedule
+
+images:  ## build and push the component image (CPU: TAG, CUDA: TAG-cuda) and the MLflow server image
+	$(DOCKER) build -f images/Dockerfile --build-arg VARIANT=cpu -t $(REGISTRY)/entgan:$(TAG) .
+	$(DOCKER) build -f images/Dockerfile --build-arg VARIANT=cuda -t $(REGISTRY)/entgan:$(TAG)-cuda .
+	$(DOCKER) build -f images/mlflow.Dockerfile -t $(REGISTRY)/mlflow:$(MLFLOW_VERSION) .
+	$(DOCKER) push $(REGISTRY)/entgan:$(TAG)
+	$(DOCKER) push $(REGISTRY)/entgan:$(TAG)-cuda
+	$(DOCKER) push $(REGISTRY)/mlflow:$(MLFLOW_VERSION)
+
+upload: install  ## compile CLUSTER_JOB with IMAGE and upload it to KFP_HOST (new pipeline or new version)
+	$(BIN)/entgan upload $(CLUSTER_JOB) --image $(IMAGE)
+
+schedule: install  ## create or update the recurring run of CLUSTER_JOB's pipeline (CRON, seconds optional)
+	$(BIN)/entgan schedule $(CLUSTER_JOB) --cron '$(CRON)'

@@ -19,8 +19,10 @@ class Components:
     train_edge: object
     aggregate: object
     eval_edge: object
+    prepare_eval: object
     evaluate: object
     deploy: object
+    finish: object
 
 
 def build(image: str) -> Components:
@@ -34,6 +36,8 @@ def build(image: str) -> Components:
         train_edge=wrap(edge.train_edge),
         aggregate=wrap(cloud.aggregate),
         eval_edge=wrap(edge.eval_edge),
+        prepare_eval=wrap(cloud.prepare_eval),
         evaluate=wrap(cloud.evaluate),
         deploy=wrap(cloud.deploy),
+        finish=wrap(cloud.finish),
     )

@@ -1,35 +1,51 @@
-"""Cloud components: plan (job creation), aggregate, evaluate, deploy.
+"""Cloud components: create job, plan, aggregate, evaluate, deploy, finish.
 
 Thin adapters over `entgan.steps`; imports live inside the bodies (KFP ships each on its own).
 """
 
 from typing import List
 
-from kfp.dsl import Artifact, Input, Metrics, Output
+from kfp.dsl import Artifact, Input, Metrics, Output, PipelineTaskFinalStatus
 
 
-def create_job(job: str) -> List[dict]:
-    """Job creation: validate the job; return one node selector per edge (the fan-out items)."""
+def create_job(job: str, kfp_run_id: str, snapshot: Output[Artifact]) -> List[dict]:
+    """Job creation: validate the job, open its MLflow run (found later by the KFP run id),
+    snapshot the library's evaluator; return one node selector per edge (the fan-out items)."""
     from entgan.config import JobSpec
+    from entgan.registry import library_for
+    from entgan.steps import step_create_job
 
     spec = JobSpec.model_validate_json(job)
     print(f"job {spec.name}: {len(spec.edges)} edges, {spec.train.rounds} rounds of {spec.train.strategy}")
-    return [e.selector for e in spec.edges]
+    return step_create_job(spec, kfp_run_id, library_for(spec), snapshot.path)
 
 
-def plan(job: str, reports: Input[List[Artifact]], plan: Output[Artifact], global_state: Output[Artifact]):
-    """Job creation: decide which edge trains which type; start each type from its champion."""
+def plan(
+    job: str,
+    kfp_run_id: str,
+    reports: Input[List[Artifact]],
+    snapshot: Input[Artifact],
+    plan: Output[Artifact],
+    global_state: Output[Artifact],
+) -> str:
+    """Apply the trigger; decide which edge trains which type; start each type from its champion,
+    a new type from its nearest known type. Returns 'train' or 'wait'."""
     from entgan.config import JobSpec
+    from entgan.lifecycle import Stage
     from entgan.registry import library_for
-    from entgan.steps import step_plan
+    from entgan.steps import recorded_failure, step_plan
 
     spec = JobSpec.model_validate_json(job)
-    decided = step_plan(spec, [r.path for r in reports], plan.path, global_state.path, library_for(spec))
+    with recorded_failure(spec, kfp_run_id, Stage.TRAIN):
+        decided = step_plan(spec, [r.path for r in reports], snapshot.path, plan.path, global_state.path,
+                            library_for(spec), kfp_run_id)
     plan.metadata["types"] = decided.types
+    return decided.decision
 
 
 def aggregate(
     job: str,
+    kfp_run_id: str,
     round_number: int,
     plan: Input[Artifact],
     global_state: Input[Artifact],
@@ -39,29 +55,49 @@ def aggregate(
 ):
     """Verify and aggregate the edges' updates into the next global state."""
     from entgan.config import JobSpec
-    from entgan.steps import step_aggregate
+    from entgan.lifecycle import Stage
+    from entgan.registry import library_for
+    from entgan.steps import recorded_failure, step_aggregate
 
     spec = JobSpec.model_validate_json(job)
-    values = step_aggregate(spec, plan.path, global_state.path, [u.path for u in updates], int(round_number), new_state.path)
+    with recorded_failure(spec, kfp_run_id, Stage.TRAIN):
+        values = step_aggregate(spec, plan.path, global_state.path, [u.path for u in updates], int(round_number),
+                                new_state.path, library_for(spec), kfp_run_id)
     for key, value in values.items():
         metrics.log_metric(key, value)
 
 
+def prepare_eval(job: str, kfp_run_id: str, plan: Input[Artifact]):
+    """The eval stage starts (Ready, Starting, Running); the edges evaluate next."""
+    from entgan.config import JobSpec
+    from entgan.registry import library_for
+    from entgan.steps import step_prepare_eval
+
+    spec = JobSpec.model_validate_json(job)
+    step_prepare_eval(spec, plan.path, library_for(spec), kfp_run_id)
+
+
 def evaluate(
     job: str,
+    kfp_run_id: str,
     plan: Input[Artifact],
     initial_state: Input[Artifact],
     global_state: Input[Artifact],
     stats: Input[List[Artifact]],
     report: Output[Artifact],
+    real_stats: Output[Artifact],
     metrics: Output[Metrics],
 ):
-    """Merge the edges' statistics and score the starting and trained generators (FID)."""
+    """Merge the edges' statistics and score the starting and trained generators."""
     from entgan.config import JobSpec
-    from entgan.steps import step_evaluate
+    from entgan.lifecycle import Stage
+    from entgan.registry import library_for
+    from entgan.steps import recorded_failure, step_evaluate
 
     spec = JobSpec.model_validate_json(job)
-    scores = step_evaluate(spec, plan.path, initial_state.path, global_state.path, [s.path for s in stats], report.path)
+    with recorded_failure(spec, kfp_run_id, Stage.EVAL):
+        scores = step_evaluate(spec, plan.path, initial_state.path, global_state.path, [s.path for s in stats],
+                               report.path, real_stats.path, library_for(spec), kfp_run_id)
     for data_type, values in scores.items():
         for key, value in values.items():
             metrics.log_metric(f"{data_type}.{key}", value)
@@ -73,13 +109,27 @@ def deploy(
     plan: Input[Artifact],
     global_state: Input[Artifact],
     report: Input[Artifact],
+    real_stats: Input[Artifact],
     summary: Output[Artifact],
     samples: Output[Artifact],
 ):
     """Register a version per type in the task library; move `champion` only past the gate."""
     from entgan.config import JobSpec
+    from entgan.lifecycle import Stage
     from entgan.registry import library_for
-    from entgan.steps import step_deploy
+    from entgan.steps import recorded_failure, step_deploy
 
     spec = JobSpec.model_validate_json(job)
-    step_deploy(spec, plan.path, global_state.path, report.path, kfp_run_id, summary.path, samples.path, library_for(spec))
+    with recorded_failure(spec, kfp_run_id, Stage.DEPLOY):
+        step_deploy(spec, plan.path, global_state.path, report.path, real_stats.path, kfp_run_id,
+                    summary.path, samples.path, library_for(spec))
+
+
+def finish(job: str, kfp_run_id: str, status: PipelineTaskFinalStatus):
+    """Exit handler: on failure, mark the stage in progress Failed; end the job's MLflow run."""
+    from entgan.config import JobSpec
+    from entgan.registry import library_for
+    from entgan.steps import step_finish
+
+    spec = JobSpec.model_validate_json(job)
+    step_finish(spec, kfp_run_id, status.state, status.error_message or "", library_for(spec))

@@ -3,6 +3,9 @@
     entgan data demo [--root DIR]         write the demo edge folders
     entgan compile JOB [-o FILE]          compile the job's pipeline to KFP YAML
     entgan run JOB                        run the compiled pipeline locally (kfp.local)
+    entgan status JOB                     stages, last runs and champions of a job
+    entgan upload JOB [--image IMG]       compile and upload the pipeline to Kubeflow Pipelines
+    entgan schedule JOB --cron CRON       create or update its recurring run
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 
 from entgan.config import JobError, JobSpec, load_job
 from entgan.data import DEMO_SPLIT, DataError, materialize_demo
+from entgan.kfp_client import KfpError
+from entgan.storage import StorageError
 
 
 class CliError(RuntimeError):
@@ -100,8 +105,7 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False) -> 
     except Exception:
         print("\n".join(quiet.hidden), file=sys.stderr)
         raise
-    summary_path = Path(task.output.path)
-    summary = json.loads(summary_path.read_text())
+    summary = latest_summary(job)
     summary["seconds"] = time.perf_counter() - started
     grids = copy_samples(summary, state_dir / "samples")
     for t, path in grids.items():
@@ -109,29 +113,138 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False) -> 
     return summary
 
 
+def show_status(job: JobSpec, runs: int = 5) -> str:
+    """`entgan status`: stages of the last runs and each type's champion, from the task library."""
+    from entgan.registry import library_for
+    from entgan.status import format_status, job_status
+
+    return format_status(job_status(library_for(job.with_local_paths(Path.cwd())), runs=runs))
+
+
+def latest_summary(job: JobSpec) -> dict:
+    """The summary of the job's newest run from the task library; a run that waited (trigger
+    not met) has no types and says why."""
+    from entgan.registry import library_for
+
+    library = library_for(job)
+    runs = library.recent_runs(1)
+    if not runs:
+        raise CliError(f"job {job.name!r} has no run in {job.tracking_uri}")
+    run_id = runs[0].info.run_id
+    summary = library.read_json(run_id, "summary.json") or {"job": job.name, "types": {}, "mlflow_run_id": run_id}
+    summary["states"] = [c.to_json() for c in library.states(run_id)]
+    waiting = [c for c in library.states(run_id) if c.stage.value == "train" and c.detail.startswith("trigger")]
+    if waiting and not summary["types"]:
+        summary["waiting"] = waiting[-1].detail
+    return summary
+
+
 def format_summary(summary: dict) -> str:
-    rows = [("type", "FID before", "FID after", "version", "champion", "gate")]
+    """The per-type table `entgan run` ends with."""
+    if summary.get("waiting"):
+        return f"train stage Waiting: {summary['waiting']}; nothing was trained"
+    rows = [("type", "started from", "FID before", "FID after", "version", "champion", "gate")]
     for t, info in sorted(summary["types"].items()):
+        parent = info.get("parent_version")
         rows.append(
             (
                 t,
+                f"champion v{parent}" if parent else
+                (f"warm: {info['parent_task']}" if info.get("parent_task") else "untrained"),
                 f"{info['baseline_fid']:.2f}",
                 f"{info['fid']:.2f}",
-                str(info["version"]),
-                str(info["champion"] or "-"),
+                f"v{info['version']}",
+                f"v{info['champion']}" if info["champion"] else "-",
                 info["reason"],
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
-    lines.append("")
-    lines.append("sample grids:")
-    lines += [f"  {t}: {info['grid']}" for t, info in sorted(summary["types"].items())]
-    for t, why in summary.get("skipped", {}).items():
-        lines.append(f"skipped {t}: {why}")
+    lines += ["", "sample grids:"] + [f"  {t}: {i['grid']}" for t, i in sorted(summary["types"].items())]
+    lines += [f"skipped {t}: {why}" for t, why in summary.get("skipped", {}).items()]
+    lines += [
+        f"possible unseen types: {n} image(s) at '{t}' the evaluator could not place confidently"
+        for t, n in summary.get("uncertain", {}).items()
+    ]
     if "seconds" in summary:
         lines.append(f"pipeline wall time: {summary['seconds']:.0f} s")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- Kubeflow: upload, schedule
+
+
+def upload(
+    job: JobSpec,
+    *,
+    host: str | None = None,
+    namespace: str | None = None,
+    image: str | None = None,
+    output: str | Path | None = None,
+    dry_run: bool = False,
+):
+    """Compile the job's pipeline (with `image` if given) and upload it to the KFP API: a new
+    pipeline, or a new version of it. Host and token from the flags or KFP_HOST / KFP_TOKEN."""
+    from entgan import kfp_client
+
+    if image is not None:
+        if not image.strip() or any(c.isspace() for c in image):
+            raise CliError(f"--image {image!r} is not an image reference; write e.g. registry.example.com/entgan:0.1.0")
+        job = job.model_copy(update={"image": image})
+    path = compile_pipeline(job, output or Path("build") / f"{job.name}.pipeline.yaml")
+    name = kfp_client.pipeline_name(job.name)
+    if dry_run:
+        where = host or os.environ.get(kfp_client.HOST_ENV) or f"${kfp_client.HOST_ENV}"
+        print(f"dry run: would upload {path} to {where} as pipeline {name!r}, version "
+              f"{kfp_client.version_name(name, path)!r} (image {job.image}); nothing was sent")
+        return None
+    api = kfp_client.KfpApi(kfp_client.target_from_env(host, namespace))
+    result = kfp_client.upload(api, path, name, f"EntGAN job {job.name!r} (image {job.image})")
+    print(f"{result.action}: pipeline {name!r} ({result.pipeline_id}), version {result.version_name!r} "
+          f"({result.version_id}) on {api.target.host}")
+    return result
+
+
+def schedule(
+    job: JobSpec,
+    cron: str,
+    *,
+    name: str | None = None,
+    experiment: str | None = None,
+    max_concurrency: int = 1,
+    catchup: bool = False,
+    pipeline_root: str | None = None,
+    service_account: str | None = None,
+    host: str | None = None,
+    namespace: str | None = None,
+    dry_run: bool = False,
+):
+    """Create or update the recurring run of the job's uploaded pipeline (newest version)."""
+    from entgan import kfp_client
+
+    pipeline = kfp_client.pipeline_name(job.name)
+    wanted = kfp_client.Schedule(
+        name=name or pipeline,
+        cron=cron,
+        experiment=experiment or pipeline,
+        max_concurrency=max_concurrency,
+        no_catchup=not catchup,
+        pipeline_root=pipeline_root,
+        service_account=service_account,
+        description=f"EntGAN job {job.name!r}: check the trigger and train on schedule",
+    )
+    if dry_run:
+        body = wanted.body(f"<id of pipeline {pipeline}>", "<id of its newest version>",
+                           f"<id of experiment {wanted.experiment}>")
+        print(json.dumps(body, indent=2))
+        print("dry run: nothing was sent")
+        return body
+    api = kfp_client.KfpApi(kfp_client.target_from_env(host, namespace))
+    result = kfp_client.schedule(api, pipeline, wanted)
+    print(f"{result.action}: recurring run {wanted.name!r} ({result.recurring_run_id}), cron "
+          f"'{wanted.cron}', experiment {wanted.experiment!r}, version {result.pipeline_version_id} "
+          f"on {api.target.host}")
+    return result
 
 
 # ---------------------------------------------------------------- argument parsing
@@ -155,6 +268,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("job", help="job file (YAML)")
     run.add_argument("--demo-data", action="store_true", help="write the demo edge folders first")
     run.add_argument("-v", "--verbose", action="store_true", help="show the KFP executors' full logs")
+
+    st = verbs.add_parser("status", help="a job's stages, last runs and champions (from the task library)")
+    st.add_argument("job", help="job file (YAML)")
+    st.add_argument("--runs", type=int, default=5, help="how many recent runs to list (default 5)")
+
+    kfp_help = "KFP API URL (default: $KFP_HOST); token from $KFP_TOKEN or $KFP_TOKEN_FILE"
+    up = verbs.add_parser("upload", help="compile a job's pipeline and upload it to Kubeflow Pipelines")
+    up.add_argument("job", help="job file (YAML)")
+    up.add_argument("--host", help=kfp_help)
+    up.add_argument("--namespace", help="KFP namespace (multi-user Kubeflow; default: $KFP_NAMESPACE)")
+    up.add_argument("--image", help="component image to compile in (default: the job's image)")
+    up.add_argument("-o", "--output", help="where to write the compiled YAML (default: build/<job>.pipeline.yaml)")
+    up.add_argument("--dry-run", action="store_true", help="compile and say what would be uploaded; send nothing")
+
+    sch = verbs.add_parser("schedule", help="create or update the recurring run of a job's uploaded pipeline")
+    sch.add_argument("job", help="job file (YAML)")
+    sch.add_argument("--cron", required=True, help="'M H DoM Mon DoW' or with seconds first, e.g. '0 */6 * * *'")
+    sch.add_argument("--name", help="recurring run name (default: entgan-<job>)")
+    sch.add_argument("--experiment", help="KFP experiment (default: entgan-<job>; created if missing)")
+    sch.add_argument("--max-concurrency", type=int, default=1, help="runs at once, 1-10 (default 1)")
+    sch.add_argument("--catchup", action="store_true", help="run missed schedules after a pause (default: no)")
+    sch.add_argument("--pipeline-root", help="where runs keep artifacts, e.g. s3://entgan/kfp (default: KFP's)")
+    sch.add_argument("--service-account", help="Kubernetes service account of the runs (default: KFP's)")
+    sch.add_argument("--host", help=kfp_help)
+    sch.add_argument("--namespace", help="KFP namespace (multi-user Kubeflow; default: $KFP_NAMESPACE)")
+    sch.add_argument("--dry-run", action="store_true", help="print the recurring run to create; send nothing")
     return parser
 
 
@@ -171,7 +310,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.demo_data:
                 data_demo(Path(job.state_dir) / "edges")
             print(format_summary(run_local(job, verbose=args.verbose)))
-    except (JobError, DataError, CliError) as err:
+        elif args.verb == "status":
+            print(show_status(load_job(args.job), runs=args.runs))
+        elif args.verb == "upload":
+            upload(load_job(args.job), host=args.host, namespace=args.namespace, image=args.image,
+                   output=args.output, dry_run=args.dry_run)
+        elif args.verb == "schedule":
+            schedule(load_job(args.job), args.cron, name=args.name, experiment=args.experiment,
+                     max_concurrency=args.max_concurrency, catchup=args.catchup,
+                     pipeline_root=args.pipeline_root, service_account=args.service_account,
+                     host=args.host, namespace=args.namespace, dry_run=args.dry_run)
+    except (JobError, DataError, CliError, KfpError, StorageError) as err:
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)

@@ -84,6 +84,34 @@ class EvalSpec(_Strict):
     feature_steps: int = Field(default=40, ge=1, description="evaluator steps per edge per round")
     feature_dim: int = Field(default=64, ge=2, le=2048)
     num_generated: int = Field(default=512, ge=16, description="fake images per FID")
+    confidence: float = Field(
+        default=0.5, gt=0, lt=1, description="below this top-class probability an image is 'uncertain'"
+    )
+
+
+class TriggerSpec(_Strict):
+    """When a run trains (Sedna's trainSpec.trigger). The default trains on every run."""
+
+    operator: Literal["gt", "ge", "eq", "ne", "le", "lt"] = Field(
+        default="ge", description="how new samples compare with threshold"
+    )
+    threshold: int = Field(default=0, ge=0, description="new samples since the last trained version")
+    scope: Literal["type", "total"] = Field(
+        default="type", description="'type': each type on its own count; 'total': all on the sum"
+    )
+    window: tuple[str, str] | None = Field(
+        default=None, description="daily [start, end) as HH:MM, may wrap midnight, e.g. [22:00, 06:00]"
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: tuple[str, str] | None) -> tuple[str, str] | None:
+        if v is not None:
+            from entgan.lifecycle import parse_clock
+
+            for t in v:
+                parse_clock(t)
+        return v
 
 
 class DeploySpec(_Strict):
@@ -98,6 +126,7 @@ class JobSpec(_Strict):
     name: str
     edges: list[EdgeSpec] = Field(min_length=1)
     data_types: list[str] | Literal["discover"] = "discover"
+    trigger: TriggerSpec = TriggerSpec()
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
     deploy: DeploySpec = DeploySpec()

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from entgan.storage import local_folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 DEMO_FILE = "obstacles32.npz"
@@ -36,6 +38,7 @@ class EdgeReport:
 
     edge: str
     types: dict[str, TypeCounts]
+    uncertain: dict[str, int] = field(default_factory=dict)  # per type: images the evaluator can't place
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -43,7 +46,8 @@ class EdgeReport:
     @classmethod
     def from_json(cls, text: str) -> EdgeReport:
         raw = json.loads(text)
-        return cls(edge=raw["edge"], types={t: TypeCounts(**c) for t, c in raw["types"].items()})
+        types = {t: TypeCounts(**c) for t, c in raw["types"].items()}
+        return cls(edge=raw["edge"], types=types, uncertain=raw.get("uncertain", {}))
 
 
 def is_holdout(file_name: str, fraction: float) -> bool:
@@ -54,7 +58,7 @@ def is_holdout(file_name: str, fraction: float) -> bool:
 
 def list_images(root: str | Path) -> dict[str, list[Path]]:
     """{type: sorted image files} for an edge folder; hidden folders and other files ignored."""
-    root = Path(root)
+    root = local_folder(root)  # an s3:// prefix is mirrored into a local cache first (entgan.storage)
     if not root.is_dir():
         raise DataError(f"edge data folder {root} does not exist; create it or fix the job's edge data path")
     found = {}

@@ -43,6 +43,21 @@ class FeatureStats:
         )
 
 
+    def mean_cov(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.total / self.count
+        cov = (self.outer - self.count * torch.outer(mean, mean)) / max(self.count - 1, 1)
+        return mean, cov
+
+
+def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
+    """Fréchet distance between the Gaussians of two sets of statistics (the FID formula).
+
+    Used as the distance between data types for task-relation discovery."""
+    (mu1, s1), (mu2, s2) = a.mean_cov(), b.mean_cov()
+    root = torch.linalg.eigvals(s1 @ s2).sqrt().real.sum()
+    return float((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * root)
+
+
 @torch.no_grad()
 def embed(net: FeatureNet, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     net.eval()
@@ -105,6 +120,16 @@ def classification_accuracy(net: FeatureNet, images: torch.Tensor, label: int) -
     net.eval()
     with torch.no_grad():
         return float((net(images).argmax(1) == label).float().mean())
+
+
+def uncertain_count(net: FeatureNet, images: torch.Tensor, confidence: float) -> int:
+    """How many images the feature network cannot place: top class probability < `confidence`."""
+    if len(images) == 0:
+        return 0
+    net.eval()
+    with torch.no_grad():
+        top = torch.cat([net(images[i : i + 256]).softmax(1).amax(1) for i in range(0, len(images), 256)])
+    return int((top < confidence).sum())
 
 
 def image_grid(images: torch.Tensor, columns: int = 8, scale: int = 2, pad: int = 1) -> Image.Image:

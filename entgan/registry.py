@@ -178,6 +178,77 @@ class TaskLibrary:
         )
         return Version(mv.name, str(mv.version), run_id, source, tags)
 
+    def latest_version(self, data_type: str) -> Version | None:
+        """The newest version of a type, promoted or not (the last trained one)."""
+        found = self.versions(data_type)
+        return found[-1] if found else None
+
+    def known_types(self) -> list[str]:
+        """Every data type with a registered model in this job's library."""
+        prefix = f"entgan-{self.job}-"
+        models = self._call("list models", self.client.search_registered_models, f"name LIKE '{prefix}%'")
+        types = [m.name.removeprefix(prefix) for m in models]
+        return sorted(t for t in types if t != EVALUATOR)
+
+    # ------------------------------------------------------------------ run records
+    def record_state(self, run_id: str, change) -> None:
+        """Append a stage state change to the run (params are immutable: append-only by design)."""
+        from entgan.lifecycle import check_transition
+
+        check_transition(self.states(run_id), change.stage, change.state)
+        where = change.edge or "cloud"
+        key = f"{STATE_PREFIX}{int(change.at * 1e6):d}.{change.stage.value}.{change.state.value}.{where}"
+        self._call("record state", self.client.log_param, run_id, key, change.to_json())
+
+    def states(self, run_id: str) -> list:
+        from entgan.lifecycle import StateChange
+
+        run = self._call("read run", self.client.get_run, run_id)
+        changes = [StateChange.from_json(v) for k, v in run.data.params.items() if k.startswith(STATE_PREFIX)]
+        return sorted(changes, key=lambda c: c.at)
+
+    def recent_runs(self, limit: int = 5) -> list:
+        """The job's newest MLflow runs (one per pipeline run), newest first."""
+        experiment = self._call("read experiment", self.client.get_experiment_by_name, self.experiment_name)
+        if experiment is None:
+            return []
+        return list(
+            self._call(
+                "list runs",
+                self.client.search_runs,
+                [experiment.experiment_id],
+                order_by=["attributes.start_time DESC"],
+                max_results=limit,
+            )
+        )
+
+    def run_for(self, kfp_run_id: str) -> str | None:
+        """The job's MLflow run opened for a KFP run, if any."""
+        experiment = self._call("read experiment", self.client.get_experiment_by_name, self.experiment_name)
+        if experiment is None:
+            return None
+        runs = self._call(
+            "find run",
+            self.client.search_runs,
+            [experiment.experiment_id],
+            filter_string=f"tags.`entgan.kfp_run_id` = '{kfp_run_id}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def log_json(self, run_id: str, data: dict, artifact_file: str) -> None:
+        self._call("upload json", self.client.log_dict, run_id, data, artifact_file)
+
+    def read_json(self, run_id: str, artifact_file: str) -> dict | None:
+        import json
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self._call("download json", self.client.download_artifacts, run_id, artifact_file, tmp)
+            except (LookupError, RegistryError):
+                return None
+            return json.loads(Path(local).read_text())
+
     def set_champion(self, data_type: str, version: str) -> None:
         self._call("set alias", self.client.set_registered_model_alias, self.model_name(data_type), CHAMPION, version)
 
@@ -186,6 +257,9 @@ class TaskLibrary:
             self._call(
                 "tag version", self.client.set_model_version_tag, self.model_name(data_type), version, key, value
             )
+
+
+STATE_PREFIX = "entgan.state."
 
 
 def library_for(job) -> TaskLibrary:

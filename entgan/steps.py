@@ -10,6 +10,8 @@ benchmarks) and inside the components.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -20,17 +22,20 @@ from pathlib import Path
 import torch
 
 from entgan import strategies
-from entgan.bundle import BundleHeader, load_bundle, pack, save_bundle
+from entgan.bundle import Bundle, BundleHeader, load_bundle, pack, save_bundle
 from entgan.config import JobSpec
 from entgan.data import DataError, EdgeReport, inspect_edge, load_edge
 from entgan.evaluate import (
     FeatureStats,
     classification_accuracy,
     feature_stats,
+    frechet_distance,
     generator_fid,
     merge_stats,
     save_sample_grid,
+    uncertain_count,
 )
+from entgan.lifecycle import Stage, State, StateChange, current_states, evaluate_trigger, parse_clock
 from entgan.strategies import FEATURES, EdgeUpdate
 
 
@@ -47,20 +52,26 @@ def configure_threads() -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
-# ---------------------------------------------------------------- plan
+# ---------------------------------------------------------------- job creation and plan
 
 
 @dataclass
 class Plan:
-    """Job creation's decision: which types exist, which edge trains which, where each starts."""
+    """Job creation's decision: which types train, which edge trains which, where each starts."""
 
-    types: list[str]
+    types: list[str]  # the types this run trains
     assignments: dict[str, list[str]]  # edge -> types it trains
     train_examples: dict[str, int]  # type -> training images over all edges
     holdout_examples: dict[str, int]  # type -> held-out images over all edges
     start: dict[str, str | None] = field(default_factory=dict)  # type -> champion version or None
+    parents: dict[str, dict] = field(default_factory=dict)  # new type -> nearest known task it starts from
+    evaluator_types: list[str] = field(default_factory=list)  # the feature network's classes, in order
     evaluator_version: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # type -> why it is not trained
+    uncertain: dict[str, int] = field(default_factory=dict)  # images the evaluator could not place
+    new_samples: dict[str, int] = field(default_factory=dict)
+    decision: str = "train"  # or "wait"
+    trigger_reason: str = ""
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
@@ -69,13 +80,114 @@ class Plan:
     def load(cls, path: str | Path) -> Plan:
         return cls(**json.loads(Path(path).read_text()))
 
+    def label(self, data_type: str) -> int:
+        return self.evaluator_types.index(data_type)
 
-def step_inspect(job: JobSpec, edge: str, report_path: str | Path) -> EdgeReport:
+
+def _now() -> float:
+    return time.time()
+
+
+def record(library, run_id: str, stage: Stage, *states: State, detail: str = "") -> None:
+    """Append state changes of one stage to the job's MLflow run, in order."""
+    at = _now()
+    for i, state in enumerate(states):
+        library.record_state(run_id, StateChange(stage, state, at + i * 1e-6, detail))
+        log(f"{stage.value} stage: {state.value}{' - ' + detail if detail else ''}")
+
+
+@contextlib.contextmanager
+def recorded_failure(job: JobSpec, kfp_run_id: str, stage: Stage, edge: str | None = None):
+    """Record `stage` Failed (with the edge and the error) if the body raises, then re-raise.
+
+    Recording is best effort: a task that cannot reach MLflow still fails with its own error."""
+    try:
+        yield
+    except Exception as err:
+        try:
+            from entgan.registry import library_for
+
+            library = library_for(job)
+            change = StateChange(stage, State.FAILED, _now(), "task failed", edge, f"{type(err).__name__}: {err}"[:2000])
+            library.record_state(job_run(library, kfp_run_id), change)
+            log(f"{stage.value} stage: Failed{' at ' + edge if edge else ''}: {err}")
+        except Exception as record_err:  # noqa: BLE001 - never hide the task's own error
+            log(f"could not record the failure in MLflow: {record_err}")
+        raise
+
+
+def job_run(library, kfp_run_id: str) -> str:
+    """The MLflow run that `create job` opened for this KFP run."""
+    run_id = library.run_for(kfp_run_id)
+    if run_id is None:
+        raise LookupError(f"no MLflow run is tagged entgan.kfp_run_id={kfp_run_id}; `create job` opens it first")
+    return run_id
+
+
+def step_create_job(job: JobSpec, kfp_run_id: str, library, snapshot_path: str | Path) -> list[dict[str, str]]:
+    """Job creation: open the job's MLflow run (every stage Waiting) and snapshot the library's
+    evaluator and per-type statistics for the edges' inspection. Returns the fan-out items: one
+    node selector per edge."""
+    params = {
+        "strategy": job.train.strategy,
+        "rounds": job.train.rounds,
+        "local_steps": job.train.local_steps,
+        "cloud_steps": job.train.global_steps,
+        "image_size": job.train.image_size,
+        "width": job.train.width,
+        "latent_dim": job.train.latent_dim,
+        "mu": job.train.mu,
+        "edges": ",".join(job.edge_names),
+        "trigger": f"{job.trigger.scope} new samples {job.trigger.operator} {job.trigger.threshold}"
+        + (f" within {job.trigger.window[0]}-{job.trigger.window[1]}" if job.trigger.window else ""),
+    }
+    run_id = library.start_run(f"kfp-{kfp_run_id}", params, {"entgan.kfp_run_id": kfp_run_id})
+    for stage in Stage:
+        record(library, run_id, stage, State.WAITING, detail="job created")
+    groups, extra = {}, {"evaluator_types": [], "evaluator_version": None}
+    evaluator = library.evaluator()
+    if evaluator:
+        bundle = library.load(evaluator)
+        groups = bundle.groups()
+        extra = {
+            "evaluator_types": bundle.header.extra.get("types", []),
+            "evaluator_version": evaluator.version,
+        }
+    save_bundle(snapshot_path, pack(groups), BundleHeader(kind="library", extra=extra))
+    return [e.selector for e in job.edges]
+
+
+def _evaluator_from(snapshot: Bundle, train, evaluation):
+    types = snapshot.header.extra["evaluator_types"]
+    if not types:
+        return None, []
+    net = strategies.new_feature_net(len(types), train, evaluation)
+    net.load_state_dict(snapshot.groups()[FEATURES])
+    return net, types
+
+
+def step_inspect(job: JobSpec, edge: str, report_path: str | Path, snapshot_path: str | Path | None = None) -> EdgeReport:
+    """At the edge: count images per type (decoding each, so a corrupt file is named now) and,
+    when the library has an evaluator, feature statistics per type and how many images it cannot
+    place confidently (possible unseen types). Only counts and statistics leave the edge."""
+    configure_threads()
     spec = job.edge(edge)
     report = inspect_edge(edge, spec.data, job.eval.holdout_fraction, job.train.image_size)
+    tensors = {}
+    if snapshot_path is not None:
+        net, known = _evaluator_from(load_bundle(snapshot_path), job.train, job.eval)
+        if net is not None:
+            images = load_edge(spec.data, sorted(report.types), 0.0, job.train.image_size, holdout=False)
+            for t, x in images.items():
+                tensors.update(feature_stats(net, x).as_tensors(t))
+                report.uncertain[t] = uncertain_count(net, x, job.eval.confidence)
     counts = ", ".join(f"{t}={c.train}+{c.holdout}" for t, c in report.types.items()) or "no images"
     log(f"{edge}: {counts} (train+held-out)")
-    Path(report_path).write_text(report.to_json())
+    for t, n in report.uncertain.items():
+        if n:
+            log(f"{edge}: {n} {t} image(s) the evaluator cannot place confidently (possible unseen type)")
+    header = BundleHeader(kind="edge-report", edge=edge, extra={"report": json.loads(report.to_json())})
+    save_bundle(report_path, tensors, header)
     return report
 
 
@@ -103,39 +215,124 @@ def make_plan(job: JobSpec, reports: list[EdgeReport]) -> Plan:
     if not types:
         reasons = "; ".join(f"{t}: {why}" for t, why in skipped.items()) or "the edges hold no images"
         raise DataError(f"job {job.name!r}: no data type can be trained ({reasons})")
-    assignments = {
-        r.edge: [t for t in types if t in r.types and r.types[t].train > 0] for r in reports
-    }
-    return Plan(types, assignments, {t: train_n[t] for t in types}, {t: held_n[t] for t in types}, skipped=skipped)
+    assignments = {r.edge: [t for t in types if t in r.types and r.types[t].train > 0] for r in reports}
+    uncertain = {t: sum(r.uncertain.get(t, 0) for r in reports) for t in seen}
+    return Plan(
+        types,
+        assignments,
+        {t: train_n[t] for t in types},
+        {t: held_n[t] for t in types},
+        skipped=skipped,
+        uncertain={t: n for t, n in uncertain.items() if n},
+    )
+
+
+def apply_trigger(job: JobSpec, plan: Plan, trained_before: dict[str, int], now: dt.time | None = None) -> Plan:
+    """Keep only the types the trigger lets train; `plan.decision` becomes 'wait' if none."""
+    plan.new_samples = {t: plan.train_examples[t] - trained_before.get(t, 0) for t in plan.types}
+    window = tuple(parse_clock(t) for t in job.trigger.window) if job.trigger.window else None
+    decision = evaluate_trigger(
+        plan.new_samples,
+        op=job.trigger.operator,
+        threshold=job.trigger.threshold,
+        scope=job.trigger.scope,
+        window=window,
+        now=now,
+    )
+    plan.decision, plan.trigger_reason = ("train" if decision.train else "wait"), decision.reason
+    for t in plan.types:
+        if t not in decision.types:
+            plan.skipped[t] = f"trigger not met ({decision.reason})"
+    plan.types = decision.types
+    plan.assignments = {e: [t for t in types if t in decision.types] for e, types in plan.assignments.items()}
+    return plan
+
+
+def nearest_task(new: FeatureStats, known: dict[str, FeatureStats]) -> tuple[str, float] | None:
+    """Task-relation discovery: the known type whose feature statistics are closest."""
+    if not known:
+        return None
+    distances = {t: frechet_distance(new, stats) for t, stats in known.items()}
+    best = min(distances, key=distances.get)
+    return best, distances[best]
 
 
 def step_plan(
-    job: JobSpec, report_paths: list[str], plan_path: str | Path, state_path: str | Path, library=None
+    job: JobSpec,
+    report_paths: list[str],
+    snapshot_path: str | Path,
+    plan_path: str | Path,
+    state_path: str | Path,
+    library,
+    kfp_run_id: str,
+    now: dt.time | None = None,
 ) -> Plan:
-    """Job creation: collect the edges' reports, decide, and write the starting global state.
-
-    A type with a champion in the task library starts from it; a new type starts fresh.
-    """
-    reports = sorted((EdgeReport.from_json(Path(p).read_text()) for p in report_paths), key=lambda r: r.edge)
+    """Job creation's decision: collect the edges' reports, apply the trigger, and write the
+    starting global state: a known type starts from its champion, a new type from the
+    champion of its nearest known type (warm start), else from scratch."""
+    run_id = job_run(library, kfp_run_id)
+    bundles = sorted((load_bundle(p) for p in report_paths), key=lambda b: b.header.edge)
+    reports = [EdgeReport.from_json(json.dumps(b.header.extra["report"])) for b in bundles]
     plan = make_plan(job, reports)
+    last = {t: library.latest_version(t) for t in plan.types}
+    trained_before = {t: int(v.tags.get("entgan.train_images", 0)) for t, v in last.items() if v}
+    apply_trigger(job, plan, trained_before, now)
+    snapshot = load_bundle(snapshot_path)
+    known_types = snapshot.header.extra["evaluator_types"]
+    plan.evaluator_types = known_types + sorted(set(plan.types) - set(known_types))
+    plan.evaluator_version = snapshot.header.extra["evaluator_version"]
+    for t, n in plan.uncertain.items():
+        log(f"{n} image(s) of {t} could not be placed confidently by the evaluator: possible unseen types")
+    if plan.decision == "wait":
+        record(library, run_id, Stage.TRAIN, State.WAITING, detail=f"trigger not met: {plan.trigger_reason}")
+        plan.save(plan_path)
+        _save_state(state_path, {}, round_=0, types=[])
+        return plan
+
     state = strategies.initial_state(plan.types, job.train, job.eval)
-    if library is not None:
-        for t in plan.types:
-            champion = library.champion(t)
-            plan.start[t] = champion.version if champion else None
-            if champion:
-                state.update(library.load(champion).groups())
-        evaluator = library.evaluator()
-        if evaluator and json.loads(evaluator.tags.get("entgan.types", "[]")) == plan.types:
-            state[FEATURES] = library.load(evaluator).groups()[FEATURES]
-            plan.evaluator_version = evaluator.version
+    state[FEATURES] = strategies.new_feature_net(len(plan.evaluator_types), job.train, job.eval).state_dict()
+    if known_types:
+        state[FEATURES] = strategies.extend_feature_net(
+            snapshot.groups()[FEATURES], known_types, plan.evaluator_types, job.train, job.eval
+        )
+    new_stats = _merged_report_stats(bundles)
+    known_stats = {t: FeatureStats.from_tensors(snapshot.tensors, f"stats/{t}") for t in known_types
+                   if f"stats/{t}/count" in snapshot.tensors}
+    for t in plan.types:
+        champion = library.champion(t)
+        plan.start[t] = champion.version if champion else None
+        if champion:
+            state.update(library.load(champion).groups())
+            continue
+        candidates = {k: s for k, s in known_stats.items() if k != t and library.champion(k)}
+        nearest = nearest_task(new_stats[t], candidates) if t in new_stats else None
+        if nearest:
+            parent, distance = nearest
+            parent_version = library.champion(parent)
+            groups = library.load(parent_version).groups()
+            state[f"{t}/G"], state[f"{t}/D"] = groups[f"{parent}/G"], groups[f"{parent}/D"]
+            plan.parents[t] = {"type": parent, "version": parent_version.version, "distance": distance}
+            log(f"new type {t}: warm start from {parent} v{parent_version.version} (feature distance {distance:.2f})")
+        else:
+            log(f"new type {t}: no related known type, training from scratch")
     for t, why in plan.skipped.items():
-        log(f"type {t} skipped: {why}")
+        log(f"type {t} not trained: {why}")
     for edge, types in plan.assignments.items():
         log(f"{edge} trains {types or 'nothing'}")
     plan.save(plan_path)
     _save_state(state_path, state, round_=0, types=plan.types)
+    record(library, run_id, Stage.TRAIN, State.READY, State.STARTING, detail=plan.trigger_reason)
     return plan
+
+
+def _merged_report_stats(bundles: list[Bundle]) -> dict[str, FeatureStats]:
+    per_type: dict[str, list[FeatureStats]] = {}
+    for b in bundles:
+        for key in b.tensors:
+            if key.endswith("/count"):
+                t = key.rsplit("/", 1)[0]
+                per_type.setdefault(t, []).append(FeatureStats.from_tensors(b.tensors, t))
+    return {t: merge_stats(parts) for t, parts in per_type.items()}
 
 
 def _save_state(path: str | Path, state: dict, round_: int, types: list[str], extra: dict | None = None) -> None:
@@ -164,7 +361,7 @@ def step_edge_train(
         edge,
         state,
         data,
-        plan.types,
+        plan.evaluator_types,
         job.train,
         job.eval,
         round_=round_,
@@ -189,9 +386,16 @@ def step_aggregate(
     update_paths: list[str],
     round_: int,
     out_state_path: str | Path,
+    library=None,
+    kfp_run_id: str | None = None,
 ) -> dict[str, float]:
-    """The cloud's round: verify and aggregate the edges' updates into the next global state."""
+    """The cloud's round: verify and aggregate the edges' updates into the next global state.
+
+    Round 1 marks the train stage Running; the last round marks it Completed."""
     plan = Plan.load(plan_path)
+    run_id = job_run(library, kfp_run_id) if library is not None else None
+    if library is not None and round_ == 1:
+        record(library, run_id, Stage.TRAIN, State.RUNNING, detail="edge updates of round 1 arrived")
     updates = []
     for p in update_paths:
         bundle = load_bundle(p)  # verifies checksum and finite values
@@ -204,11 +408,20 @@ def step_aggregate(
     new_state, metrics = strategies.cloud_round(state, updates, job.train, round_=round_)
     metrics["cloud_seconds"] = time.perf_counter() - started
     _save_state(out_state_path, new_state, round_, plan.types, {"metrics": metrics})
+    if library is not None:
+        library.log_metrics(run_id, metrics, step=round_)
+        if round_ == job.train.rounds:
+            record(library, run_id, Stage.TRAIN, State.COMPLETED, detail=f"{round_} rounds")
     log(f"round {round_}/{job.train.rounds} aggregated from {len(updates)} edge(s) ({job.train.strategy})")
     return metrics
 
 
 # ---------------------------------------------------------------- evaluation
+
+
+def step_prepare_eval(job: JobSpec, plan_path: str | Path, library, kfp_run_id: str) -> None:
+    """The eval stage starts: the edges evaluate next."""
+    record(library, job_run(library, kfp_run_id), Stage.EVAL, State.READY, State.STARTING, State.RUNNING, detail="federated evaluation")
 
 
 def step_edge_eval(
@@ -217,18 +430,18 @@ def step_edge_eval(
     """At the edge: feature statistics of the real held-out images, per type. No pixels leave."""
     configure_threads()
     plan = Plan.load(plan_path)
-    types = [t for t in plan.assignments.get(edge, [])]
+    types = plan.assignments.get(edge, [])
     data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size, holdout=True)
-    net = strategies.load_feature_net(_load_state(state_path), len(plan.types), job.train, job.eval)
+    net = strategies.load_feature_net(_load_state(state_path), len(plan.evaluator_types), job.train, job.eval)
     tensors, counts, accuracy = {}, {}, {}
     for t, images in data.items():
         if len(images) == 0:
             continue
         tensors.update(feature_stats(net, images).as_tensors(t))
         counts[t] = len(images)
-        accuracy[t] = classification_accuracy(net, images, plan.types.index(t))
-    save_bundle(stats_path, tensors, BundleHeader(kind="feature-stats", edge=edge, num_examples=counts,
-                                                  extra={"accuracy": accuracy}))
+        accuracy[t] = classification_accuracy(net, images, plan.label(t))
+    header = BundleHeader(kind="feature-stats", edge=edge, num_examples=counts, extra={"accuracy": accuracy})
+    save_bundle(stats_path, tensors, header)
     log(f"{edge}: feature statistics of {counts} held-out images")
     return counts
 
@@ -240,8 +453,14 @@ def step_evaluate(
     state_path: str | Path,
     stats_paths: list[str],
     report_path: str | Path,
+    real_stats_path: str | Path,
+    library=None,
+    kfp_run_id: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """In the cloud: merge the edges' statistics; FID of the starting and the trained generators."""
+    """In the cloud: merge the edges' statistics; score the starting and the trained generators.
+
+    The merged real statistics are kept (`real_stats_path`) so that the next run can measure
+    how related a new type is to the known ones under the same feature network."""
     plan = Plan.load(plan_path)
     per_type: dict[str, list[FeatureStats]] = {}
     accuracy: dict[str, list[tuple[float, int]]] = {}
@@ -251,12 +470,13 @@ def step_evaluate(
             per_type.setdefault(t, []).append(FeatureStats.from_tensors(bundle.tensors, t))
             accuracy.setdefault(t, []).append((bundle.header.extra["accuracy"][t], n))
     initial, final = _load_state(initial_state_path), _load_state(state_path)
-    net = strategies.load_feature_net(final, len(plan.types), job.train, job.eval)
-    report = {}
+    net = strategies.load_feature_net(final, len(plan.evaluator_types), job.train, job.eval)
+    report, real_tensors = {}, {}
     for t in plan.types:
         if t not in per_type:
             raise ValueError(f"no edge sent held-out statistics for type {t!r}")
         real = merge_stats(per_type[t])
+        real_tensors.update(real.as_tensors(f"stats/{t}"))
         n = job.eval.num_generated
         report[t] = {
             "fid": generator_fid(net, strategies.load_generator(final, t, job.train), real, n),
@@ -267,6 +487,11 @@ def step_evaluate(
         }
         log(f"{t}: FID {report[t]['baseline_fid']:.2f} -> {report[t]['fid']:.2f}")
     Path(report_path).write_text(json.dumps(report, indent=2, sort_keys=True))
+    save_bundle(real_stats_path, real_tensors, BundleHeader(kind="feature-stats", extra={"types": plan.types}))
+    if library is not None:
+        run_id = job_run(library, kfp_run_id)
+        library.log_metrics(run_id, {f"{t}.{k}": v for t, r in report.items() for k, v in r.items()})
+        record(library, run_id, Stage.EVAL, State.COMPLETED, detail=f"{len(report)} type(s) scored")
     return report
 
 
@@ -286,8 +511,8 @@ def deploy_gate(fid: float, champion_fid: float | None, max_fid: float | None) -
     if champion_fid is None:
         return GateDecision(True, f"first version (FID {fid:.2f})")
     if fid < champion_fid:
-        return GateDecision(True, f"FID {fid:.2f} beats the champion's {champion_fid:.2f}")
-    return GateDecision(False, f"FID {fid:.2f} does not beat the champion's {champion_fid:.2f}")
+        return GateDecision(True, f"FID {fid:.3f} beats the champion's {champion_fid:.3f}")
+    return GateDecision(False, f"FID {fid:.3f} does not beat the champion's {champion_fid:.3f}")
 
 
 def step_deploy(
@@ -295,27 +520,19 @@ def step_deploy(
     plan_path: str | Path,
     state_path: str | Path,
     report_path: str | Path,
+    real_stats_path: str | Path,
     kfp_run_id: str,
     summary_path: str | Path,
     samples_dir: str | Path,
     library,
 ) -> dict:
     """Register every trained type as a new version; move `champion` only past the gate."""
+    run_id = job_run(library, kfp_run_id)
+    record(library, run_id, Stage.DEPLOY, State.READY, State.STARTING, State.RUNNING)
     plan = Plan.load(plan_path)
     report = json.loads(Path(report_path).read_text())
     state = _load_state(state_path)
     samples_dir = Path(samples_dir)
-    params = {
-        "strategy": job.train.strategy,
-        "rounds": job.train.rounds,
-        "local_steps": job.train.local_steps,
-        "image_size": job.train.image_size,
-        "width": job.train.width,
-        "latent_dim": job.train.latent_dim,
-        "mu": job.train.mu,
-        "edges": ",".join(job.edge_names),
-    }
-    run_id = library.start_run(f"kfp-{kfp_run_id}", params, {"entgan.kfp_run_id": kfp_run_id})
     summary: dict = {"job": job.name, "mlflow_run_id": run_id, "kfp_run_id": kfp_run_id, "types": {}}
     for t in plan.types:
         folder = samples_dir / t
@@ -326,10 +543,10 @@ def step_deploy(
         grid = save_sample_grid(strategies.load_generator(state, t, job.train), folder / "samples.png")
         r = report[t]
         library.log_files(run_id, folder, f"tasks/{t}")
-        library.log_metrics(run_id, {f"{t}.fid": r["fid"], f"{t}.baseline_fid": r["baseline_fid"]})
         champion_fid = r["baseline_fid"] if plan.start.get(t) else None
         decision = deploy_gate(r["fid"], champion_fid, job.deploy.max_fid)
         edges = [e for e, types in plan.assignments.items() if t in types]
+        parent = plan.parents.get(t, {})
         tags = {
             "entgan.job": job.name,
             "entgan.data_type": t,
@@ -338,10 +555,13 @@ def step_deploy(
             "entgan.edges": ",".join(edges),
             "entgan.train_images": str(plan.train_examples[t]),
             "entgan.holdout_images": str(plan.holdout_examples[t]),
+            "entgan.new_samples": str(plan.new_samples.get(t, plan.train_examples[t])),
             "entgan.fid": f"{r['fid']:.4f}",
             "entgan.baseline_fid": f"{r['baseline_fid']:.4f}",
             "entgan.parent_version": plan.start.get(t) or "",
+            "entgan.parent_task": f"{parent['type']} v{parent['version']}" if parent else "",
             "entgan.kfp_run_id": kfp_run_id,
+            "entgan.mlflow_run_id": run_id,
             "entgan.gate": "promoted" if decision.promote else "rejected",
             "entgan.gate_reason": decision.reason,
         }
@@ -351,26 +571,46 @@ def step_deploy(
         champion = version.version if decision.promote else plan.start.get(t)
         log(f"{t}: version {version.version} {'promoted' if decision.promote else 'kept out'}: {decision.reason}")
         summary["types"][t] = {**r, "version": version.version, "champion": champion,
-                               "parent_version": plan.start.get(t),
+                               "parent_version": plan.start.get(t), "parent_task": tags["entgan.parent_task"],
                                "promoted": decision.promote, "reason": decision.reason, "grid": str(grid)}
-    _register_evaluator(job, plan, state, run_id, samples_dir, library)
-    library.end_run(run_id)
+    _register_evaluator(job, plan, state, load_bundle(real_stats_path), run_id, samples_dir, library)
     summary["skipped"] = plan.skipped
+    summary["uncertain"] = plan.uncertain
     Path(summary_path).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    library.log_json(run_id, summary, "summary.json")
+    record(library, run_id, Stage.DEPLOY, State.COMPLETED,
+           detail=", ".join(f"{t} v{i['champion']}" for t, i in summary["types"].items()))
     return summary
 
 
-def _register_evaluator(job: JobSpec, plan: Plan, state: dict, run_id: str, samples_dir: Path, library) -> None:
+def _register_evaluator(job: JobSpec, plan: Plan, state: dict, real_stats: Bundle, run_id: str,
+                        samples_dir: Path, library) -> None:
+    """The feature network with the per-type real statistics measured under it."""
     folder = samples_dir / "evaluator"
     folder.mkdir(parents=True, exist_ok=True)
-    header = BundleHeader(kind="model", extra={"types": plan.types, "eval": job.eval.model_dump()})
-    save_bundle(folder / "model.safetensors", pack({FEATURES: state[FEATURES]}), header)
+    header = BundleHeader(kind="model", extra={"types": plan.evaluator_types, "eval": job.eval.model_dump()})
+    save_bundle(folder / "model.safetensors", {**pack({FEATURES: state[FEATURES]}), **real_stats.tensors}, header)
     library.log_files(run_id, folder, "tasks/evaluator")
     version = library.register(
-        "evaluator", run_id, "tasks/evaluator", {"entgan.types": json.dumps(plan.types)},
+        "evaluator", run_id, "tasks/evaluator", {"entgan.types": json.dumps(plan.evaluator_types)},
         description="Domain feature network (classifier over the data types) used for FID.",
     )
     library.set_champion("evaluator", version.version)
+
+
+def step_finish(job: JobSpec, kfp_run_id: str, pipeline_state: str, error: str, library) -> None:
+    """The exit handler: a failed pipeline marks the stage in progress Failed; the run ends."""
+    run_id = library.run_for(kfp_run_id)
+    if run_id is None:  # the pipeline failed before `create job` opened a run
+        log(f"no MLflow run for KFP run {kfp_run_id}; pipeline {pipeline_state}: {error}")
+        return
+    if pipeline_state not in ("SUCCEEDED", "SUCCESS"):
+        current = current_states(library.states(run_id))
+        for stage in Stage:
+            if current[stage] in (State.READY, State.STARTING, State.RUNNING):
+                record(library, run_id, stage, State.FAILED, detail=f"pipeline {pipeline_state}: {error}"[:2000])
+                break
+    library.end_run(run_id, "FINISHED" if pipeline_state in ("SUCCEEDED", "SUCCESS") else "FAILED")
 
 
 def copy_samples(summary: dict, dest: str | Path) -> dict[str, Path]:

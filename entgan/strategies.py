@@ -74,6 +74,24 @@ def initial_state(
     return state
 
 
+def extend_feature_net(
+    features: StateDict, old_types: list[str], new_types: list[str], train: TrainSpec, evaluation: EvalSpec
+) -> StateDict:
+    """The feature network for `new_types`: the learned body is kept, each known type keeps its
+    row of the classifier head, a new type gets a freshly initialised row."""
+    net = new_feature_net(len(new_types), train, evaluation)
+    state = net.state_dict()
+    for key, value in features.items():
+        if not key.startswith("head."):
+            state[key] = value.clone()
+    for i, data_type in enumerate(new_types):
+        if data_type in old_types:
+            j = old_types.index(data_type)
+            state["head.weight"][i] = features["head.weight"][j]
+            state["head.bias"][i] = features["head.bias"][j]
+    return state
+
+
 def types_in(state: dict[str, StateDict]) -> list[str]:
     return sorted({g.split("/")[0] for g in state if g.endswith("/G")})
 

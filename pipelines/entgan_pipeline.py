@@ -17,6 +17,7 @@ from kfp import compiler, dsl, kubernetes
 
 from components import build
 from entgan.config import JobSpec
+from entgan.storage import CONFIG_NAME, ENDPOINT_ENVS, KEY_ENV, SECRET_ENV, SECRET_NAME
 
 EDGE_TAINT_KEY = "node-role.kubernetes.io/edge"  # KubeEdge's taint on edge nodes
 
@@ -25,6 +26,13 @@ def _pin_to_edge(task, edge_selector, gpus: int) -> None:
     """Place an edge task on its edge node: node selector, toleration, GPU request."""
     kubernetes.add_node_selector_json(task, node_selector_json=edge_selector)
     kubernetes.add_toleration(task, key=EDGE_TAINT_KEY, operator="Exists", effect="NoSchedule")
+    # Edge data may live in S3/MinIO: credentials only from the Secret, the endpoint from a ConfigMap.
+    kubernetes.use_secret_as_env(
+        task, secret_name=SECRET_NAME, secret_key_to_env={KEY_ENV: KEY_ENV, SECRET_ENV: SECRET_ENV}, optional=True
+    )
+    kubernetes.use_config_map_as_env(
+        task, config_map_name=CONFIG_NAME, config_map_key_to_env={ENDPOINT_ENVS[0]: ENDPOINT_ENVS[0]}, optional=True
+    )
     if gpus:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
 
@@ -41,49 +49,76 @@ def build_pipeline(job: JobSpec):
         description=f"EntGAN job '{job.name}': federated GAN training on {len(job.edges)} edges, "
         f"{rounds} rounds of '{job.train.strategy}', evaluation and gated deploy.",
     )
-    def pipeline(job_json: str = job.model_dump_json()) -> dsl.Artifact:
-        edges = c.create_job(job=job_json).set_display_name("create job").output
-        with dsl.ParallelFor(edges, name="edges-inspect") as edge:
-            inspect = c.inspect_edge(job=job_json, edge=edge).set_display_name("inspect edge")
-            _pin_to_edge(inspect, edge, gpus=0)
-        plan = c.plan(job=job_json, reports=dsl.Collected(inspect.outputs["report"])).set_display_name("plan")
-        state = plan.outputs["global_state"]
-        for r in range(1, rounds + 1):
-            with dsl.ParallelFor(edges, name=f"edges-round-{r}") as edge:
-                train = c.train_edge(
-                    job=job_json, edge=edge, round_number=r, plan=plan.outputs["plan"], global_state=state
-                ).set_display_name(f"train round {r}")
-                _pin_to_edge(train, edge, gpus)
-            aggregate = c.aggregate(
+    def pipeline(job_json: str = job.model_dump_json()):
+        finish = c.finish(job=job_json, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name("finish")
+        with dsl.ExitHandler(finish, name="lifecycle"):
+            run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # components find the job's MLflow run by it
+            created = c.create_job(job=job_json, kfp_run_id=run_id).set_display_name("create job")
+            edges = created.outputs["Output"]
+            with dsl.ParallelFor(edges, name="edges-inspect") as edge:
+                inspect = c.inspect_edge(
+                    job=job_json, edge=edge, kfp_run_id=run_id, snapshot=created.outputs["snapshot"]
+                ).set_display_name("inspect edge")
+                _pin_to_edge(inspect, edge, gpus=0)
+            plan = c.plan(
                 job=job_json,
+                kfp_run_id=run_id,
+                reports=dsl.Collected(inspect.outputs["report"]),
+                snapshot=created.outputs["snapshot"],
+            ).set_display_name("plan")
+            with dsl.If(plan.outputs["Output"] == "train", name="trigger-met"):
+                _train_eval_deploy(c, job, job_json, edges, run_id, plan, gpus)
+
+    return pipeline
+
+
+def _train_eval_deploy(c, job: JobSpec, job_json, edges, run_id, plan, gpus: int) -> None:
+    """The train, eval and deploy stages (only when the trigger is met)."""
+    state = plan.outputs["global_state"]
+    for r in range(1, job.train.rounds + 1):
+        with dsl.ParallelFor(edges, name=f"edges-round-{r}") as edge:
+            train = c.train_edge(
+                job=job_json,
+                edge=edge,
+                kfp_run_id=run_id,
                 round_number=r,
                 plan=plan.outputs["plan"],
                 global_state=state,
-                updates=dsl.Collected(train.outputs["update"]),
-            ).set_display_name(f"aggregate round {r}")
-            state = aggregate.outputs["new_state"]
-        with dsl.ParallelFor(edges, name="edges-eval") as edge:
-            evaluation = c.eval_edge(
-                job=job_json, edge=edge, plan=plan.outputs["plan"], global_state=state
-            ).set_display_name("eval edge")
-            _pin_to_edge(evaluation, edge, gpus=0)
-        scores = c.evaluate(
+            ).set_display_name(f"train round {r}")
+            _pin_to_edge(train, edge, gpus)
+        aggregate = c.aggregate(
             job=job_json,
-            plan=plan.outputs["plan"],
-            initial_state=plan.outputs["global_state"],
-            global_state=state,
-            stats=dsl.Collected(evaluation.outputs["stats"]),
-        ).set_display_name("evaluate")
-        deploy = c.deploy(
-            job=job_json,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            kfp_run_id=run_id,
+            round_number=r,
             plan=plan.outputs["plan"],
             global_state=state,
-            report=scores.outputs["report"],
-        ).set_display_name("deploy")
-        return deploy.outputs["summary"]
-
-    return pipeline
+            updates=dsl.Collected(train.outputs["update"]),
+        ).set_display_name(f"aggregate round {r}")
+        state = aggregate.outputs["new_state"]
+    prepare = c.prepare_eval(job=job_json, kfp_run_id=run_id, plan=plan.outputs["plan"])
+    prepare.set_display_name("prepare eval").after(aggregate)
+    with dsl.ParallelFor(edges, name="edges-eval") as edge:
+        evaluation = c.eval_edge(
+            job=job_json, edge=edge, kfp_run_id=run_id, plan=plan.outputs["plan"], global_state=state
+        ).set_display_name("eval edge")
+        evaluation.after(prepare)
+        _pin_to_edge(evaluation, edge, gpus=0)
+    scores = c.evaluate(
+        job=job_json,
+        kfp_run_id=run_id,
+        plan=plan.outputs["plan"],
+        initial_state=plan.outputs["global_state"],
+        global_state=state,
+        stats=dsl.Collected(evaluation.outputs["stats"]),
+    ).set_display_name("evaluate")
+    c.deploy(
+        job=job_json,
+        kfp_run_id=run_id,
+        plan=plan.outputs["plan"],
+        global_state=state,
+        report=scores.outputs["report"],
+        real_stats=scores.outputs["real_stats"],
+    ).set_display_name("deploy")
 
 
 def compile_job(job: JobSpec, output: str | Path) -> Path:

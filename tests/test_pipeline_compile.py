@@ -9,7 +9,8 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from components import cloud
+from entgan.registry import TaskLibrary
+from entgan.steps import step_create_job
 from entgan.config import DEFAULT_IMAGE, EDGE_LABEL, load_job, parse_job
 from pipelines.entgan_pipeline import EDGE_TAINT_KEY, compile_job
 
@@ -46,11 +47,17 @@ def test_rounds_are_unrolled_and_named(compiled):
     tasks = [t for dag in dags for t in dag["tasks"]]
     assert len([t for t in tasks if t.startswith("train-edge")]) == job.train.rounds
     assert len([t for t in tasks if t.startswith("aggregate")]) == job.train.rounds
-    for name in ("create-job", "plan", "evaluate", "deploy"):
-        assert name in doc["root"]["dag"]["tasks"]
+    for name in ("create-job", "plan", "prepare-eval", "evaluate", "deploy"):
+        assert name in tasks
+    # The whole job runs under an exit handler (`finish` records a failure and ends the MLflow
+    # run), and training only when the plan's trigger decision is "train".
+    assert doc["root"]["dag"]["tasks"]["finish"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    conditions = [t["triggerPolicy"]["condition"] for dag in dags for t in dag["tasks"].values()
+                  if "condition" in t.get("triggerPolicy", {})]
+    assert any("plan-Output" in c and "'train'" in c for c in conditions), conditions
 
 
-def test_every_edge_task_is_pinned_to_its_own_node(compiled):
+def test_every_edge_task_is_pinned_to_its_own_node(compiled, tmp_path_factory):
     job, doc, platform_doc, *_ = compiled
     executors = platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     # Every execution of an edge component takes its node selector from its loop item ...
@@ -67,7 +74,9 @@ def test_every_edge_task_is_pinned_to_its_own_node(compiled):
     for loop in for_loops:
         assert loop["parameterIterator"]["items"]["inputParameter"].endswith("create-job-Output")
     # ... and `create job` turns the job into exactly one selector per edge, each its own.
-    items = cloud.create_job(job.model_dump_json())
+    state = tmp_path_factory.mktemp("state")
+    library = TaskLibrary(f"sqlite:///{state / 'mlflow.db'}", job.name, (state / "artifacts").as_uri())
+    items = step_create_job(job, "kfp-run-1", library, state / "snapshot.safetensors")
     assert items == [{EDGE_LABEL: e.name, **e.node_selector} for e in job.edges]
     assert items[0] == {EDGE_LABEL: "edge-1", "kubernetes.io/hostname": "robot-dock-1"}
     assert len({json.dumps(i, sort_keys=True) for i in items}) == len(job.edges)

@@ -1,0 +1,135 @@
+"""The deploy side: synthetic obstacle images from the task library's champions.
+
+`generate_images` writes one generator's samples as PNGs in ImageFolder layout
+(`<out_dir>/<type>/<type>-<index:06d>.png`), the layout `entgan.data` reads, so generated images
+can feed a robot's perception training directly. `generate_from_library` looks up each type's
+*current* champion on every call: a version promoted a moment ago is used at once, with no
+restart and no cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from entgan.bundle import Bundle
+from entgan.config import TrainSpec
+from entgan.data import to_uint8
+from entgan.models import Generator
+from entgan.registry import TaskLibrary, Version
+
+ARCHITECTURE = ("latent_dim", "width", "image_size")  # the TrainSpec fields that shape a Generator
+
+
+class NoChampionError(LookupError):
+    """A data type has no deployed (champion) version in the task library yet."""
+
+
+def _check_folder_name(data_type: str) -> None:
+    if not data_type or data_type.startswith(".") or "/" in data_type or "\\" in data_type:
+        raise ValueError(f"data type {data_type!r} cannot be a folder name; use a job data type such as 'box'")
+
+
+def image_path(out_dir: Path, data_type: str, index: int) -> Path:
+    """Where image number `index` of a type goes: `<out_dir>/<type>/<type>-<index:06d>.png`."""
+    return Path(out_dir) / data_type / f"{data_type}-{index:06d}.png"
+
+
+def generate_images(
+    generator: Generator,
+    n: int,
+    out_dir: Path,
+    data_type: str,
+    *,
+    seed: int | None = None,
+    batch_size: int = 256,
+    start_index: int = 0,
+) -> list[Path]:
+    """Write `n` generated images of `data_type` as PNGs numbered from `start_index`.
+
+    Sampling runs batch by batch in eval mode without gradients. With a `seed` the same
+    generator, seed and batch size give the same files; an existing file of the same name is
+    overwritten. Returns the paths in index order.
+    """
+    _check_folder_name(data_type)
+    if n < 0 or batch_size < 1 or start_index < 0:
+        raise ValueError(
+            f"generate_images: need n >= 0, batch_size >= 1, start_index >= 0; got {n}, {batch_size}, {start_index}"
+        )
+    rng = torch.Generator().manual_seed(seed) if seed is not None else None
+    folder = Path(out_dir) / data_type
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for start in range(0, n, batch_size):
+        pixels = to_uint8(generator.sample(min(batch_size, n - start), generator=rng))
+        for offset, tile in enumerate(pixels):
+            path = image_path(out_dir, data_type, start_index + start + offset)
+            Image.fromarray(tile).save(path)
+            paths.append(path)
+    return paths
+
+
+def champion_generator(library: TaskLibrary, data_type: str, train: TrainSpec) -> tuple[Generator, Version]:
+    """The generator of a type's current champion, read from the registry now (never cached)."""
+    version = library.champion(data_type)
+    if version is None:
+        raise NoChampionError(
+            f"type {data_type!r} has no champion in {library.model_name(data_type)} yet; run the job first"
+        )
+    where = f"{version.name} v{version.version}"
+    return generator_from_bundle(library.load(version), data_type, train, where=where), version
+
+
+def generator_from_bundle(bundle: Bundle, data_type: str, train: TrainSpec, where: str = "bundle") -> Generator:
+    """Rebuild a type's generator from a registered model bundle (groups `<type>/G`, `<type>/D`).
+
+    The architecture (latent_dim, width, image_size) comes from the TrainSpec saved in the
+    bundle's header (`extra["train"]`), so a champion trained with another width or image size
+    still loads; `train` is the fallback for bundles written without one.
+    """
+    groups = bundle.groups()
+    group = f"{data_type}/G"
+    if group not in groups:
+        raise ValueError(
+            f"{where}: the bundle has no {group!r} weights (it has {sorted(groups)}); "
+            f"it is not a model of type {data_type!r}"
+        )
+    saved = bundle.header.extra.get("train")
+    if isinstance(saved, dict):  # only the shape fields: other TrainSpec fields may have changed since
+        train = TrainSpec.model_validate({**train.model_dump(), **{k: saved[k] for k in ARCHITECTURE if k in saved}})
+    generator = Generator(train.latent_dim, train.width, train.image_size)
+    try:
+        generator.load_state_dict(groups[group])
+    except RuntimeError as err:
+        raise ValueError(
+            f"{where}: the {group} weights do not fit the generator its train spec describes ({err})"
+        ) from None
+    return generator.eval()
+
+
+def types_with_champion(library: TaskLibrary) -> list[str]:
+    """Every data type of the library's job that has a champion (the evaluator excluded)."""
+    return [t for t in library.known_types() if library.champion(t) is not None]
+
+
+def generate_from_library(
+    library: TaskLibrary,
+    train: TrainSpec,
+    types: list[str] | None,
+    n: int,
+    out_dir: Path,
+    seed: int | None = None,
+) -> dict[str, list[Path]]:
+    """`n` images per type from each type's current champion; `types=None`: every type with one.
+
+    Every champion is looked up before any file is written, so a missing one fails the call
+    (NoChampionError) without leaving half the output. The same `seed` is used for every type.
+    """
+    if types is None:
+        types = types_with_champion(library)
+        if not types:
+            raise NoChampionError(f"job {library.job!r} has no champion of any type yet; run the job first")
+    generators = {t: champion_generator(library, t, train)[0] for t in types}
+    return {t: generate_images(g, n, out_dir, t, seed=seed) for t, g in generators.items()}

@@ -1,0 +1,289 @@
+"""The deploy gate's quality metrics besides FID, and the gate itself.
+
+- Improved precision and recall (Kynkäänniemi et al. 2019): each set of feature vectors spans a
+  manifold, the union of balls around its samples whose radius is the distance to the sample's
+  k-th nearest neighbour in its own set. Precision is the share of generated samples inside the
+  real manifold (are the fakes realistic?), recall the share of real samples inside the fake
+  manifold (does the generator cover the data?). FID alone mixes both into one number.
+- Classification accuracy score, CAS (Ravuri & Vinyals 2019): a classifier trained *only* on
+  generated images is tested on real held-out images. It drops when a generator loses the
+  features that make its type recognisable. The cloud trains the classifier
+  (`train_cas_classifier`); each edge counts its correct predictions (`cas_counts`) and sends
+  only the counts; the cloud merges them (`cas_from_counts`).
+- `gate_decision` applies the job's `GateRules` to a candidate's and the champion's metrics.
+
+Pure functions over tensors and dicts: no I/O, no MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.nn import functional as F
+
+from entgan.models import FeatureNet, Generator
+
+CHUNK_ROWS = 1024  # rows per distance block: 1024 x 5000 float64 distances are 40 MB
+
+
+# ---------------------------------------------------------------- improved precision and recall
+
+
+def _check_features(real: torch.Tensor, fake: torch.Tensor, k: int) -> None:
+    if k < 1:
+        raise ValueError(f"precision_recall: k must be at least 1, got {k}")
+    for name, x in (("real_features", real), ("fake_features", fake)):
+        if x.dim() != 2:
+            raise ValueError(
+                f"precision_recall: {name} must be 2-D (num_examples, feature_dim), got shape {tuple(x.shape)}; "
+                "embed the images first (entgan.evaluate.embed)"
+            )
+        if x.shape[0] < k + 1:
+            raise ValueError(
+                f"precision_recall: {name} has {x.shape[0]} rows but k={k} needs at least {k + 1}; "
+                "use more images or a smaller k"
+            )
+        if not torch.isfinite(x).all():
+            raise ValueError(f"precision_recall: {name} holds NaN or infinite values")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(
+            f"precision_recall: real_features have dimension {real.shape[1]} but fake_features "
+            f"{fake.shape[1]}; embed both sets with the same feature network"
+        )
+
+
+def knn_radii(features: torch.Tensor, k: int, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+    """Distance from each row to its k-th nearest neighbour among the other rows, shape (N,)."""
+    radii = []
+    for start in range(0, features.shape[0], chunk_rows):
+        distances = torch.cdist(features[start : start + chunk_rows], features)
+        # the row itself is its own nearest neighbour (distance 0), hence k + 1
+        radii.append(distances.topk(k + 1, dim=1, largest=False).values[:, k])
+    return torch.cat(radii)
+
+
+def inside_manifold(
+    queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk_rows: int = CHUNK_ROWS
+) -> torch.Tensor:
+    """For each query row: does it lie within `radii[j]` of some support row j? Bool (M,)."""
+    inside = []
+    for start in range(0, queries.shape[0], chunk_rows):
+        distances = torch.cdist(queries[start : start + chunk_rows], support)
+        inside.append((distances <= radii[None, :]).any(dim=1))
+    return torch.cat(inside)
+
+
+def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall of generated against real feature vectors.
+
+    precision: share of fakes within the k-NN radius of at least one real sample;
+    recall: share of reals within the k-NN radius of at least one fake sample.
+    Both inputs are (num_examples, feature_dim); distances are computed in row blocks, so
+    5000 x 5000 samples need tens of megabytes, not the full distance matrix.
+    """
+    _check_features(real_features, fake_features, k)
+    real = real_features.detach().to(torch.float64)
+    fake = fake_features.detach().to(torch.float64)
+    precision = inside_manifold(fake, real, knn_radii(real, k)).double().mean()
+    recall = inside_manifold(real, fake, knn_radii(fake, k)).double().mean()
+    return float(precision), float(recall)
+
+
+# ---------------------------------------------------------------- classification accuracy score
+
+
+def _check_generators(generators: dict[str, Generator], types: list[str], image_size: int) -> None:
+    if not types:
+        raise ValueError("train_cas_classifier needs at least one data type")
+    if len(set(types)) != len(types):
+        raise ValueError(f"train_cas_classifier: types {types} list a data type twice")
+    missing = [t for t in types if t not in generators]
+    if missing:
+        raise ValueError(
+            f"train_cas_classifier: no generator for type(s) {missing}; generators are given for "
+            f"{sorted(generators)}"
+        )
+    for t in types:
+        probe = generators[t].sample(1, generator=torch.Generator().manual_seed(0))
+        if tuple(probe.shape[1:]) != (3, image_size, image_size):
+            raise ValueError(
+                f"train_cas_classifier: the generator of {t!r} makes images of shape "
+                f"{tuple(probe.shape[1:])}, expected (3, {image_size}, {image_size}); pass its image_size"
+            )
+
+
+def train_cas_classifier(
+    generators: dict[str, Generator],
+    types: list[str],
+    *,
+    image_size: int,
+    steps: int,
+    batch_size: int,
+    lr: float = 1e-3,
+    seed: int = 0,
+    feature_dim: int = 64,
+) -> FeatureNet:
+    """A fresh classifier over `types` trained only on generated images (the "train" half of CAS).
+
+    Each step draws fresh samples, batch_size // len(types) (at least one) of every type, with
+    label `types.index(type)`. Generators are sampled in eval mode without gradients and are
+    left unchanged. Returns the classifier in eval mode.
+    """
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"train_cas_classifier: steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    _check_generators(generators, types, image_size)
+    rng = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left alone
+        torch.manual_seed(seed)
+        classifier = FeatureNet(len(types), feature_dim, image_size)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
+    per_type = max(1, batch_size // len(types))
+    labels = torch.arange(len(types)).repeat_interleave(per_type)
+    classifier.train()
+    for _ in range(steps):
+        images = torch.cat([generators[t].sample(per_type, generator=rng) for t in types])
+        optimizer.zero_grad()
+        loss = F.cross_entropy(classifier(images), labels)
+        loss.backward()
+        optimizer.step()
+    return classifier.eval()
+
+
+@torch.no_grad()
+def cas_counts(classifier: FeatureNet, images: torch.Tensor, label: int, batch_size: int = 256) -> tuple[int, int]:
+    """(correct, total): how many real held-out `images` of class `label` the classifier gets
+    right. Runs at the edge; only these two numbers leave it."""
+    if not 0 <= label < classifier.num_classes:
+        raise ValueError(f"cas_counts: label {label} is outside the classifier's {classifier.num_classes} classes")
+    classifier.eval()
+    correct = 0
+    for start in range(0, images.shape[0], batch_size):
+        predicted = classifier(images[start : start + batch_size]).argmax(dim=1)
+        correct += int((predicted == label).sum())
+    return correct, int(images.shape[0])
+
+
+def cas_from_counts(parts: list[tuple[int, int]]) -> float:
+    """Classification accuracy score over the edges' (correct, total) counts."""
+    for correct, total in parts:
+        if not 0 <= correct <= total:
+            raise ValueError(f"cas_from_counts: invalid counts (correct={correct}, total={total})")
+    total = sum(t for _, t in parts)
+    if total == 0:
+        raise ValueError("cas_from_counts: no held-out images were counted; CAS needs at least one real image")
+    return sum(c for c, _ in parts) / total
+
+
+# ---------------------------------------------------------------- the deploy gate
+
+
+class GateRules(BaseModel):
+    """What a candidate must satisfy to become champion (the job file's `deploy:` rules).
+
+    Metric names: `fid` (domain-feature FID, lower is better), `precision`, `recall` and `cas`
+    (higher is better, all in [0, 1]). A rule that is `None` or `False` is off.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fid_must_not_rise: bool = Field(
+        default=True, description="with a champion, the candidate's FID must be lower than the champion's"
+    )
+    max_fid: float | None = Field(default=None, gt=0, description="the candidate's FID must be at or below this")
+    min_precision: float | None = Field(
+        default=None, ge=0, le=1, description="the candidate's improved precision must be at least this"
+    )
+    min_recall: float | None = Field(
+        default=None, ge=0, le=1, description="the candidate's improved recall must be at least this"
+    )
+    cas_must_not_drop: bool = Field(
+        default=True,
+        description="with a champion, the candidate's CAS must be at least the champion's minus cas_tolerance",
+    )
+    cas_tolerance: float = Field(
+        default=0.0, ge=0, le=1, description="how far CAS may fall below the champion's and still pass"
+    )
+
+
+def _pair(a: float, b: float) -> tuple[str, str]:
+    """Two values printed with just enough decimals (2 to 6) to tell unequal ones apart."""
+    for digits in range(2, 7):
+        left, right = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if left != right:
+            return left, right
+    return f"{a:.2f}", f"{b:.2f}"
+
+
+def _metric(metrics: dict[str, float], name: str, whose: str) -> float:
+    if name not in metrics:
+        raise ValueError(
+            f"gate_decision: the {whose}'s metrics have no {name!r} (they have {sorted(metrics)}); "
+            f"compute it in the eval step or turn its rule off"
+        )
+    return float(metrics[name])
+
+
+def _fid_rules(
+    candidate: dict[str, float], champion: dict[str, float] | None, rules: GateRules
+) -> list[tuple[bool, str]]:
+    fid = _metric(candidate, "fid", "candidate")
+    checks = []
+    if rules.fid_must_not_rise:
+        if champion is None:
+            checks.append((not math.isnan(fid), f"FID {fid:.2f}: first version, no champion to beat"))
+        else:
+            champion_fid = _metric(champion, "fid", "champion")
+            ours, theirs = _pair(fid, champion_fid)
+            if fid < champion_fid:
+                checks.append((True, f"FID {ours} beats the champion's {theirs}"))
+            else:
+                checks.append((False, f"FID {ours} does not beat the champion's {theirs}"))
+    if rules.max_fid is not None:
+        ours, limit = _pair(fid, rules.max_fid)
+        if fid <= rules.max_fid:
+            checks.append((True, f"FID {ours} is within the ceiling {limit}"))
+        else:
+            checks.append((False, f"FID {ours} is above the ceiling {limit}"))
+    return checks
+
+
+def _floor_rule(candidate: dict[str, float], name: str, floor: float) -> tuple[bool, str]:
+    value = _metric(candidate, name, "candidate")
+    ours, limit = _pair(value, floor)
+    if value >= floor:
+        return True, f"{name} {ours} meets the floor {limit}"
+    return False, f"{name} {ours} is below the floor {limit}"
+
+
+def _cas_rule(candidate: dict[str, float], champion: dict[str, float] | None, tolerance: float) -> tuple[bool, str]:
+    cas = _metric(candidate, "cas", "candidate")
+    if champion is None or "cas" not in champion:
+        why = "no champion" if champion is None else "the champion has no CAS"
+        return not math.isnan(cas), f"CAS {cas:.2f}: {why} to compare with"
+    floor = float(champion["cas"]) - tolerance
+    ours, theirs = _pair(cas, float(champion["cas"]))
+    if cas >= floor:
+        return True, f"CAS {ours} holds against the champion's {theirs} (tolerance {tolerance:.2f})"
+    return False, f"CAS {ours} drops below the champion's {theirs} minus the tolerance {tolerance:.2f}"
+
+
+def gate_decision(
+    candidate: dict[str, float], champion: dict[str, float] | None, rules: GateRules
+) -> tuple[bool, list[str]]:
+    """Promote the candidate only if every active rule passes; one sentence per rule says why.
+
+    `candidate` must hold `fid` and every metric an active rule reads; `champion` is None when
+    the type has no champion yet (rules that compare with it then pass). NaN never passes.
+    """
+    checks = _fid_rules(candidate, champion, rules)
+    if rules.min_precision is not None:
+        checks.append(_floor_rule(candidate, "precision", rules.min_precision))
+    if rules.min_recall is not None:
+        checks.append(_floor_rule(candidate, "recall", rules.min_recall))
+    if rules.cas_must_not_drop:
+        checks.append(_cas_rule(candidate, champion, rules.cas_tolerance))
+    if not checks:
+        return True, ["every deploy rule is off: promoted without checks"]
+    return all(passed for passed, _ in checks), [reason for _, reason in checks]

@@ -1,0 +1,417 @@
+"""A STAND-IN for the Kubeflow Pipelines API server, for client tests only.
+
+No real KFP API server can run here (it needs Kubernetes, Argo and MySQL), so this small HTTP
+server on 127.0.0.1 plays its part. It knows the API only from the published OpenAPI (swagger)
+files of KFP v2beta1 (`shared/kfp-api-v2beta1/*.swagger.json`) and is strict about them:
+
+- a method and path that no spec defines is answered 404; a defined one that the stand-in does
+  not implement, 501;
+- a query parameter that the operation does not declare, a missing required parameter, a JSON
+  body with an undeclared or output-only field or a value of the wrong type, a multipart upload
+  without its `uploadfile` file part: 400;
+- an operation whose spec requires the Bearer `authorization` header, called without the right
+  token: 401.
+
+Its replies are checked against the specs' response schemas too, so the client cannot come to
+rely on fields that a real server does not promise. Every request is recorded for assertions.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import itertools
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+
+# The published specs live in the shared folder beside the repository (override: KFP_API_SPECS).
+SPECS = Path(os.environ.get("KFP_API_SPECS") or Path(__file__).resolve().parents[2] / "shared" / "kfp-api-v2beta1")
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Operation:
+    method: str
+    template: str
+    pattern: re.Pattern
+    param_names: list[str]
+    op_id: str
+    params: list[dict]
+    consumes: list[str]
+    secured: bool
+    responses: dict
+    definitions: dict
+
+
+def load_operations(spec_dir: Path = SPECS) -> list[Operation]:
+    """Every operation of every swagger file, most specific paths first."""
+    files = sorted(spec_dir.glob("*.swagger.json"))
+    if not files:
+        raise FileNotFoundError(f"no KFP v2beta1 swagger files in {spec_dir}; set KFP_API_SPECS to their folder")
+    ops = []
+    for path in files:
+        spec = json.loads(path.read_text())
+        secured = bool(spec.get("security"))
+        for template, methods in spec["paths"].items():
+            names = re.findall(r"\{([^}]+)\}", template)
+            pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", template) + "$")
+            for method, op in methods.items():
+                ops.append(
+                    Operation(
+                        method.upper(), template, pattern, names, op["operationId"], op.get("parameters", []),
+                        op.get("consumes", spec.get("consumes", [])), secured, op.get("responses", {}),
+                        spec.get("definitions", {}),
+                    )
+                )
+    # Literal segments beat parameters: /pipelines/upload is not /pipelines/{pipeline_id}.
+    return sorted(ops, key=lambda o: (o.template.count("{"), -len(o.template)))
+
+
+# ---------------------------------------------------------------- strict schema checks
+
+
+def check(value, schema: dict, definitions: dict, where: str, request: bool) -> None:
+    """Raise Rejected(400) unless `value` is exactly what the (swagger 2.0) schema allows."""
+    if "$ref" in schema:
+        schema = {**definitions[schema["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in schema.items() if k != "$ref"}}
+    kind = schema.get("type", "object" if "properties" in schema or "additionalProperties" in schema else None)
+    bad = lambda what: Rejected(400, 3, f"{where}: {what}")  # noqa: E731
+    if kind == "object":
+        if not isinstance(value, dict):
+            raise bad(f"expected an object, got {type(value).__name__}")
+        props = schema.get("properties")
+        if props is None:
+            extra = schema.get("additionalProperties")
+            if isinstance(extra, dict) and extra:
+                for k, v in value.items():
+                    check(v, extra, definitions, f"{where}.{k}", request)
+            return
+        for k, v in value.items():
+            if k not in props:
+                raise bad(f"unknown field {k!r}")
+            if request and props[k].get("readOnly"):
+                raise bad(f"field {k!r} is output only")
+            check(v, props[k], definitions, f"{where}.{k}", request)
+    elif kind == "array":
+        if not isinstance(value, list):
+            raise bad("expected an array")
+        for i, item in enumerate(value):
+            check(item, schema.get("items", {}), definitions, f"{where}[{i}]", request)
+    elif kind == "string":
+        if not isinstance(value, str):
+            raise bad(f"expected a string, got {type(value).__name__} {value!r}")
+        if "enum" in schema and value not in schema["enum"]:
+            raise bad(f"{value!r} is not one of {schema['enum']}")
+        if schema.get("format") == "int64" and not re.fullmatch(r"-?\d+", value):
+            raise bad(f"{value!r} is not an int64")
+        if schema.get("format") == "date-time":
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            raise bad(f"expected a boolean, got {value!r}")
+    elif kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(f"expected an integer, got {value!r}")
+
+
+def check_query(op: Operation, query: dict[str, list[str]]) -> dict[str, str]:
+    declared = {p["name"]: p for p in op.params if p["in"] == "query"}
+    for name in query:
+        if name not in declared:
+            raise Rejected(400, 3, f"{op.op_id}: unknown query parameter {name!r}")
+    for name, p in declared.items():
+        if p.get("required") and name not in query:
+            raise Rejected(400, 3, f"{op.op_id}: missing query parameter {name!r}")
+        if name in query and p.get("type") == "integer" and not re.fullmatch(r"-?\d+", query[name][0]):
+            raise Rejected(400, 3, f"{op.op_id}: query parameter {name!r} is not an integer")
+    return {k: v[0] for k, v in query.items()}
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    if not content_type.startswith("multipart/form-data") or "boundary=" not in content_type:
+        raise Rejected(400, 3, f"expected multipart/form-data with a boundary, got {content_type!r}")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    parts = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        parts[name] = (part.get_filename(), part.get_payload(decode=True))
+    return parts
+
+
+# ---------------------------------------------------------------- recorded requests and state
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    raw_query: str = ""
+    json: object = None
+    files: dict[str, tuple[str | None, bytes]] = field(default_factory=dict)
+    operation: str = ""
+    status: int = 0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class State:
+    """The API server's store: pipelines, versions, experiments, recurring runs."""
+
+    def __init__(self) -> None:
+        self.ids = itertools.count(1)
+        self.pipelines: dict[str, dict] = {}
+        self.versions: dict[str, list[dict]] = {}
+        self.experiments: dict[str, dict] = {}
+        self.recurring: dict[str, dict] = {}
+
+    def new_id(self, kind: str) -> str:
+        return f"{kind}-{next(self.ids):04d}"
+
+
+def _matches(item: dict, filter_json: str | None) -> bool:
+    if not filter_json:
+        return True
+    try:
+        predicates = json.loads(filter_json)["predicates"]
+    except (ValueError, KeyError, TypeError):
+        raise Rejected(400, 3, f"filter {filter_json!r} is not a JSON Filter with predicates") from None
+    for p in predicates:
+        if set(p) - {"key", "operation", "string_value", "int_value", "long_value", "timestamp_value"}:
+            raise Rejected(400, 3, f"filter predicate {p} has unknown fields")
+        if p.get("operation") != "EQUALS":
+            raise Rejected(501, 12, f"the stand-in only implements EQUALS filters, not {p.get('operation')}")
+        if item.get(p["key"]) != p.get("string_value"):
+            return False
+    return True
+
+
+def _version_yaml(data: bytes) -> None:
+    try:
+        docs = list(yaml.safe_load_all(data))
+    except yaml.YAMLError as err:
+        raise Rejected(400, 3, f"uploadfile is not YAML: {err}") from None
+    if not docs or not isinstance(docs[0], dict) or "pipelineInfo" not in docs[0]:
+        raise Rejected(400, 3, "uploadfile is not a compiled KFP pipeline (no pipelineInfo)")
+
+
+class Handlers:
+    """The operations the stand-in implements, by operationId."""
+
+    def __init__(self, state: State) -> None:
+        self.s = state
+
+    def PipelineService_GetPipelineByName(self, req: Request, path: dict, body) -> dict:
+        for p in self.s.pipelines.values():
+            if p["name"] == path["name"] and p.get("namespace", "") == req.query.get("namespace", ""):
+                return p
+        raise Rejected(404, 5, f"pipeline {path['name']!r} not found")
+
+    def UploadPipeline(self, req: Request, path: dict, body) -> dict:
+        name = req.query.get("name") or req.query.get("display_name") or req.files["uploadfile"][0]
+        if any(p["name"] == name for p in self.s.pipelines.values()):
+            raise Rejected(409, 6, f"pipeline {name!r} already exists")
+        pid = self.s.new_id("pipeline")
+        pipeline = {"pipeline_id": pid, "name": name, "display_name": req.query.get("display_name", name),
+                    "description": req.query.get("description", ""), "created_at": _now()}
+        if "namespace" in req.query:
+            pipeline["namespace"] = req.query["namespace"]
+        self.s.pipelines[pid] = pipeline
+        self.s.versions[pid] = [self._version(pid, name, req)]
+        return pipeline
+
+    def UploadPipelineVersion(self, req: Request, path: dict, body) -> dict:
+        pid = req.query.get("pipelineid", "")
+        if pid not in self.s.pipelines:
+            raise Rejected(404, 5, f"pipeline {pid!r} not found")
+        name = req.query.get("name") or req.files["uploadfile"][0]
+        if any(v["name"] == name for v in self.s.versions[pid]):
+            raise Rejected(409, 6, f"version {name!r} already exists")
+        version = self._version(pid, name, req)
+        self.s.versions[pid].append(version)
+        return version
+
+    def _version(self, pid: str, name: str, req: Request) -> dict:
+        _version_yaml(req.files["uploadfile"][1])
+        return {"pipeline_id": pid, "pipeline_version_id": self.s.new_id("version"), "name": name,
+                "display_name": req.query.get("display_name", name),
+                "description": req.query.get("description", ""), "created_at": _now()}
+
+    def PipelineService_ListPipelineVersions(self, req: Request, path: dict, body) -> dict:
+        versions = self.s.versions.get(path["pipeline_id"])
+        if versions is None:
+            raise Rejected(404, 5, f"pipeline {path['pipeline_id']!r} not found")
+        found = [v for v in versions if _matches(v, req.query.get("filter"))]
+        if req.query.get("sort_by") == "created_at desc":
+            found = found[::-1]
+        elif req.query.get("sort_by") not in (None, "created_at"):
+            raise Rejected(400, 3, f"cannot sort by {req.query['sort_by']!r}")
+        return {"pipeline_versions": found[: int(req.query.get("page_size", "20"))], "total_size": len(found)}
+
+    def ExperimentService_ListExperiments(self, req: Request, path: dict, body) -> dict:
+        found = [e for e in self.s.experiments.values() if _matches(e, req.query.get("filter"))
+                 and e.get("namespace", "") == req.query.get("namespace", "")]
+        return {"experiments": found[: int(req.query.get("page_size", "20"))], "total_size": len(found)}
+
+    def ExperimentService_CreateExperiment(self, req: Request, path: dict, body) -> dict:
+        if not body.get("display_name"):
+            raise Rejected(400, 3, "experiment display_name is required")
+        eid = self.s.new_id("experiment")
+        experiment = {**body, "experiment_id": eid, "created_at": _now(), "storage_state": "AVAILABLE"}
+        self.s.experiments[eid] = experiment
+        return experiment
+
+    def RecurringRunService_ListRecurringRuns(self, req: Request, path: dict, body) -> dict:
+        found = [r for r in self.s.recurring.values() if _matches(r, req.query.get("filter"))
+                 and r["experiment_id"] == req.query.get("experiment_id", r["experiment_id"])]
+        return {"recurringRuns": found, "total_size": len(found)}
+
+    def RecurringRunService_CreateRecurringRun(self, req: Request, path: dict, body) -> dict:
+        for required in ("display_name", "pipeline_version_reference", "trigger", "max_concurrency", "mode"):
+            if required not in body:
+                raise Rejected(400, 3, f"recurring run needs {required!r}")
+        if not 1 <= int(body["max_concurrency"]) <= 10:
+            raise Rejected(400, 3, "max_concurrency must be in [1, 10]")
+        cron = body["trigger"].get("cron_schedule", {}).get("cron", "")
+        if len(cron.split()) != 6:
+            raise Rejected(400, 3, f"cron {cron!r} must have 6 fields (seconds first)")
+        ref = body["pipeline_version_reference"]
+        versions = self.s.versions.get(ref.get("pipeline_id"), [])
+        if ref.get("pipeline_version_id") not in [v["pipeline_version_id"] for v in versions]:
+            raise Rejected(404, 5, f"pipeline version {ref} not found")
+        if body.get("experiment_id") not in self.s.experiments:
+            raise Rejected(404, 5, f"experiment {body.get('experiment_id')!r} not found")
+        rid = self.s.new_id("recurring")
+        run = {**body, "recurring_run_id": rid, "created_at": _now(), "updated_at": _now(),
+               "status": "ENABLED" if body["mode"] == "ENABLE" else "DISABLED"}
+        self.s.recurring[rid] = run
+        return run
+
+    def RecurringRunService_DeleteRecurringRun(self, req: Request, path: dict, body) -> dict:
+        if self.s.recurring.pop(path["recurring_run_id"], None) is None:
+            raise Rejected(404, 5, f"recurring run {path['recurring_run_id']!r} not found")
+        return {}
+
+
+# ---------------------------------------------------------------- the HTTP server
+
+
+class KfpStandIn(ThreadingHTTPServer):
+    """`with KfpStandIn(token="t") as api: ... api.url ... api.requests`"""
+
+    daemon_threads = True
+
+    def __init__(self, token: str | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.token = token
+        self.operations = load_operations()
+        self.state = State()
+        self.handlers = Handlers(self.state)
+        self.requests: list[Request] = []
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> KfpStandIn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=5)
+
+    def calls(self, operation: str) -> list[Request]:
+        return [r for r in self.requests if r.operation == operation]
+
+    def route(self, method: str, path: str) -> tuple[Operation, dict[str, str]]:
+        for op in self.operations:
+            m = op.pattern.match(path)
+            if m and op.method == method:
+                return op, {n: unquote(v) for n, v in zip(op.param_names, m.groups())}
+        raise Rejected(404, 5, f"no operation {method} {path} in the v2beta1 API")
+
+    def answer(self, req: Request, raw_body: bytes, content_type: str) -> tuple[int, dict]:
+        op, path_params = self.route(req.method, req.path)
+        req.operation = op.op_id
+        if op.secured and self.token is not None and req.headers.get("authorization") != f"Bearer {self.token}":
+            raise Rejected(401, 16, "missing or wrong bearer token")
+        req.query = check_query(op, parse_qs(req.raw_query, keep_blank_values=True))
+        body = None
+        body_param = next((p for p in op.params if p["in"] == "body"), None)
+        form_params = [p for p in op.params if p["in"] == "formData"]
+        if form_params:
+            parts = parse_multipart(content_type, raw_body)
+            declared = {p["name"] for p in form_params}
+            for name in parts:
+                if name not in declared:
+                    raise Rejected(400, 3, f"{op.op_id}: unknown form field {name!r}")
+            for p in form_params:
+                if p.get("required") and (p["name"] not in parts or parts[p["name"]][0] is None):
+                    raise Rejected(400, 3, f"{op.op_id}: missing file part {p['name']!r}")
+            req.files = parts
+        elif body_param:
+            if not content_type.startswith("application/json"):
+                raise Rejected(400, 3, f"{op.op_id}: expected application/json, got {content_type!r}")
+            try:
+                body = json.loads(raw_body or b"null")
+            except ValueError:
+                raise Rejected(400, 3, f"{op.op_id}: body is not JSON") from None
+            check(body, body_param["schema"], op.definitions, body_param["name"], request=True)
+            req.json = body
+        elif raw_body:
+            raise Rejected(400, 3, f"{op.op_id} takes no body")
+        handler = getattr(self.handlers, op.op_id, None)
+        if handler is None:
+            raise Rejected(501, 12, f"{op.op_id} is in the spec but not implemented by the stand-in")
+        reply = handler(req, path_params, body)
+        check(reply, op.responses["200"]["schema"], op.definitions, f"{op.op_id} reply", request=False)
+        return 200, reply
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: KfpStandIn
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def _handle(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        req = Request(self.command, parts.path, {}, {k.lower(): v for k, v in self.headers.items()}, parts.query)
+        self.server.requests.append(req)
+        try:
+            status, reply = self.server.answer(req, raw, self.headers.get("Content-Type", ""))
+        except Rejected as err:
+            status, reply = err.status, {"code": err.code, "message": err.message}
+        req.status = status
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _handle
