@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 JOB    ?= jobs/demo.yaml
 UI_PORT ?= 5000
 
-.PHONY: install run test compile ui clean help
+.PHONY: install run test compile ui clean help lifelong
 
 help:
 	@echo "make run      run the demo job end to end (kfp.local + embedded MLflow)"
@@ -63,3 +63,12 @@ upload: install  ## compile CLUSTER_JOB with IMAGE and upload it to KFP_HOST (ne
 
 schedule: install  ## create or update the recurring run of CLUSTER_JOB's pipeline (CRON, seconds optional)
 	$(BIN)/entgan schedule $(CLUSTER_JOB) --cron '$(CRON)'
+
+# The lifelong story: a first run, then new images and a new type arrive, then a second run.
+lifelong: install
+	rm -rf .entgan/lifelong
+	$(BIN)/entgan data demo --root .entgan/lifelong/edges --wave 1
+	$(BIN)/entgan run jobs/lifelong.yaml
+	$(BIN)/entgan data demo --root .entgan/lifelong/edges --wave 2
+	$(BIN)/entgan run jobs/lifelong.yaml
+	$(BIN)/entgan status jobs/lifelong.yaml

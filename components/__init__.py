@@ -23,6 +23,7 @@ class Components:
     evaluate: object
     deploy: object
     finish: object
+    generate: object
 
 
 def build(image: str) -> Components:
@@ -40,4 +41,5 @@ def build(image: str) -> Components:
         evaluate=wrap(cloud.evaluate),
         deploy=wrap(cloud.deploy),
         finish=wrap(cloud.finish),
+        generate=wrap(cloud.generate),
     )

@@ -67,14 +67,24 @@ def aggregate(
         metrics.log_metric(key, value)
 
 
-def prepare_eval(job: str, kfp_run_id: str, plan: Input[Artifact]):
-    """The eval stage starts (Ready, Starting, Running); the edges evaluate next."""
+def prepare_eval(
+    job: str,
+    kfp_run_id: str,
+    plan: Input[Artifact],
+    initial_state: Input[Artifact],
+    global_state: Input[Artifact],
+    kit: Output[Artifact],
+):
+    """The eval stage starts: CAS classifiers trained on synthetic images only, for the edges."""
     from entgan.config import JobSpec
+    from entgan.lifecycle import Stage
     from entgan.registry import library_for
-    from entgan.steps import step_prepare_eval
+    from entgan.steps import recorded_failure, step_prepare_eval
 
     spec = JobSpec.model_validate_json(job)
-    step_prepare_eval(spec, plan.path, library_for(spec), kfp_run_id)
+    with recorded_failure(spec, kfp_run_id, Stage.EVAL):
+        step_prepare_eval(spec, plan.path, initial_state.path, global_state.path, kit.path,
+                          library_for(spec), kfp_run_id)
 
 
 def evaluate(
@@ -133,3 +143,17 @@ def finish(job: str, kfp_run_id: str, status: PipelineTaskFinalStatus):
 
     spec = JobSpec.model_validate_json(job)
     step_finish(spec, kfp_run_id, status.state, status.error_message or "", library_for(spec))
+
+
+def generate(job: str, types: List[str], num_images: int, images: Output[Artifact]):
+    """Deploy side: `num_images` per type from each type's current champion into an artifact
+    (ImageFolder layout); an empty `types` means every type with a champion."""
+    from pathlib import Path
+
+    from entgan.config import JobSpec
+    from entgan.generate import generate_from_library
+    from entgan.registry import library_for
+
+    spec = JobSpec.model_validate_json(job)
+    written = generate_from_library(library_for(spec), spec.train, list(types) or None, int(num_images), Path(images.path))
+    images.metadata.update({t: len(files) for t, files in written.items()})

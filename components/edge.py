@@ -46,14 +46,15 @@ def eval_edge(
     kfp_run_id: str,
     plan: Input[Artifact],
     global_state: Input[Artifact],
+    kit: Input[Artifact],
     stats: Output[Artifact],
 ):
-    """Feature statistics of the edge's real held-out images (no pixels leave the edge)."""
+    """Feature statistics and CAS counts on the edge's real held-out images (no pixels leave)."""
     from entgan.config import EDGE_LABEL, JobSpec
     from entgan.lifecycle import Stage
     from entgan.steps import recorded_failure, step_edge_eval
 
     spec, name = JobSpec.model_validate_json(job), edge[EDGE_LABEL]
     with recorded_failure(spec, kfp_run_id, Stage.EVAL, edge=name):
-        counts = step_edge_eval(spec, name, plan.path, global_state.path, stats.path)
+        counts = step_edge_eval(spec, name, plan.path, global_state.path, kit.path, stats.path)
     stats.metadata.update({f"holdout.{t}": n for t, n in counts.items()})

@@ -4,6 +4,7 @@
     entgan compile JOB [-o FILE]          compile the job's pipeline to KFP YAML
     entgan run JOB                        run the compiled pipeline locally (kfp.local)
     entgan status JOB                     stages, last runs and champions of a job
+    entgan generate --job JOB -n N --out DIR [--type T]   images from the champions
     entgan upload JOB [--image IMG]       compile and upload the pipeline to Kubeflow Pipelines
     entgan schedule JOB --cron CRON       create or update its recurring run
 """
@@ -22,7 +23,7 @@ import warnings
 from pathlib import Path
 
 from entgan.config import JobError, JobSpec, load_job
-from entgan.data import DEMO_SPLIT, DataError, materialize_demo
+from entgan.data import DEMO_SPLIT, DataError, materialize_demo, materialize_wave
 from entgan.kfp_client import KfpError
 from entgan.storage import StorageError
 
@@ -31,9 +32,9 @@ class CliError(RuntimeError):
     """An error shown to the user as one line, without a traceback."""
 
 
-def data_demo(root: str | Path, per_type: int | None = None) -> dict[str, dict[str, int]]:
-    """Write the bundled demo set as non-IID edge folders under `root`."""
-    counts = materialize_demo(root, DEMO_SPLIT, per_type=per_type)
+def data_demo(root: str | Path, per_type: int | None = None, wave: int | None = None) -> dict[str, dict[str, int]]:
+    """Write the bundled demo set as non-IID edge folders under `root` (or one lifelong wave)."""
+    counts = materialize_wave(root, wave) if wave else materialize_demo(root, DEMO_SPLIT, per_type=per_type)
     for edge, types in counts.items():
         print(f"{Path(root) / edge}: " + ", ".join(f"{t}={n}" for t, n in types.items()))
     return counts
@@ -113,6 +114,19 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False) -> 
     return summary
 
 
+def generate(job: JobSpec, types: list[str] | None, n: int, out: str | Path, seed: int | None = None) -> dict:
+    """`entgan generate`: n images per type from each type's current champion (ImageFolder layout).
+
+    The champion is looked up on every call, so a newly promoted one is used without a restart."""
+    from entgan.generate import generate_from_library
+    from entgan.registry import library_for
+
+    written = generate_from_library(library_for(job.with_local_paths(Path.cwd())), job.train, types, n, Path(out), seed)
+    for t, files in written.items():
+        print(f"{t}: {len(files)} images in {Path(out) / t}")
+    return written
+
+
 def show_status(job: JobSpec, runs: int = 5) -> str:
     """`entgan status`: stages of the last runs and each type's champion, from the task library."""
     from entgan.registry import library_for
@@ -143,7 +157,8 @@ def format_summary(summary: dict) -> str:
     """The per-type table `entgan run` ends with."""
     if summary.get("waiting"):
         return f"train stage Waiting: {summary['waiting']}; nothing was trained"
-    rows = [("type", "started from", "FID before", "FID after", "version", "champion", "gate")]
+    rows = [("type", "started from", "FID before", "FID after", "precision", "recall", "CAS", "version",
+             "champion", "gate")]
     for t, info in sorted(summary["types"].items()):
         parent = info.get("parent_version")
         rows.append(
@@ -153,6 +168,9 @@ def format_summary(summary: dict) -> str:
                 (f"warm: {info['parent_task']}" if info.get("parent_task") else "untrained"),
                 f"{info['baseline_fid']:.2f}",
                 f"{info['fid']:.2f}",
+                f"{info.get('precision', float('nan')):.2f}",
+                f"{info.get('recall', float('nan')):.2f}",
+                f"{info.get('cas', float('nan')):.2f}",
                 f"v{info['version']}",
                 f"v{info['champion']}" if info["champion"] else "-",
                 info["reason"],
@@ -259,6 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = data.add_parser("demo", help="write the bundled demo images as edge folders")
     demo.add_argument("--root", default=".entgan/demo/edges", help="folder to create <edge>/<type>/ in")
     demo.add_argument("--per-type", type=int, default=None, help="use at most N images of each type")
+    demo.add_argument("--wave", type=int, choices=[1, 2], help="lifelong demo: 1 = first data, 2 = new arrivals")
 
     comp = verbs.add_parser("compile", help="compile a job's pipeline to KFP YAML")
     comp.add_argument("job", help="job file (YAML)")
@@ -268,6 +287,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("job", help="job file (YAML)")
     run.add_argument("--demo-data", action="store_true", help="write the demo edge folders first")
     run.add_argument("-v", "--verbose", action="store_true", help="show the KFP executors' full logs")
+
+    gen = verbs.add_parser("generate", help="write images from the champion generators (ImageFolder layout)")
+    gen.add_argument("--job", required=True, help="job file (YAML)")
+    gen.add_argument("--type", dest="types", action="append", help="data type (repeat; default: every type)")
+    gen.add_argument("-n", type=int, default=64, help="images per type (default 64)")
+    gen.add_argument("--out", required=True, help="output folder; images go to <out>/<type>/")
+    gen.add_argument("--seed", type=int, default=None, help="noise seed for reproducible images")
 
     st = verbs.add_parser("status", help="a job's stages, last runs and champions (from the task library)")
     st.add_argument("job", help="job file (YAML)")
@@ -301,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.verb == "data":
-            data_demo(args.root, args.per_type)
+            data_demo(args.root, args.per_type, args.wave)
         elif args.verb == "compile":
             job = load_job(args.job)
             compile_pipeline(job, args.output or f"{job.name}.pipeline.yaml")
@@ -310,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.demo_data:
                 data_demo(Path(job.state_dir) / "edges")
             print(format_summary(run_local(job, verbose=args.verbose)))
+        elif args.verb == "generate":
+            generate(load_job(args.job), args.types, args.n, args.out, args.seed)
         elif args.verb == "status":
             print(show_status(load_job(args.job), runs=args.runs))
         elif args.verb == "upload":
@@ -320,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                      max_concurrency=args.max_concurrency, catchup=args.catchup,
                      pipeline_root=args.pipeline_root, service_account=args.service_account,
                      host=args.host, namespace=args.namespace, dry_run=args.dry_run)
-    except (JobError, DataError, CliError, KfpError, StorageError) as err:
+    except (JobError, DataError, CliError, KfpError, StorageError, LookupError) as err:
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)

@@ -84,6 +84,8 @@ class EvalSpec(_Strict):
     feature_steps: int = Field(default=40, ge=1, description="evaluator steps per edge per round")
     feature_dim: int = Field(default=64, ge=2, le=2048)
     num_generated: int = Field(default=512, ge=16, description="fake images per FID")
+    cas_steps: int = Field(default=150, ge=1, description="steps of the CAS classifier (synthetic images only)")
+    pr_k: int = Field(default=3, ge=1, description="k of the k-NN manifolds of precision and recall")
     confidence: float = Field(
         default=0.5, gt=0, lt=1, description="below this top-class probability an image is 'uncertain'"
     )
@@ -115,8 +117,30 @@ class TriggerSpec(_Strict):
 
 
 class DeploySpec(_Strict):
-    max_fid: float | None = Field(
-        default=None, gt=0, description="a first version is deployed only at or below this FID"
+    """The deploy gate: what a candidate must satisfy to become champion.
+
+    Metrics: `fid` (domain-feature FID, lower is better), `precision`, `recall` (improved
+    precision/recall, k=3) and `cas` (classification accuracy score), higher is better. The
+    champion is scored again in the same run, on the same statistics. A rule set to null or
+    false is off.
+    """
+
+    fid_must_not_rise: bool = Field(
+        default=True, description="with a champion, the candidate's FID must be lower than the champion's"
+    )
+    max_fid: float | None = Field(default=None, gt=0, description="the candidate's FID must be at or below this")
+    min_precision: float | None = Field(
+        default=None, ge=0, le=1, description="the candidate's improved precision must be at least this"
+    )
+    min_recall: float | None = Field(
+        default=None, ge=0, le=1, description="the candidate's improved recall must be at least this"
+    )
+    cas_must_not_drop: bool = Field(
+        default=True,
+        description="with a champion, the candidate's CAS must be at least the champion's minus cas_tolerance",
+    )
+    cas_tolerance: float = Field(
+        default=0.0, ge=0, le=1, description="how far CAS may fall below the champion's and still pass"
     )
 
 

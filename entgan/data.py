@@ -153,27 +153,51 @@ DEMO_SPLIT: dict[str, dict[str, float]] = {
 }
 
 
+# The lifelong demo: wave 1 is DEMO_SPLIT with 300 images per type; in wave 2 the remaining
+# images of two types arrive at two edges, and a new type, `pillar`, appears at two others.
+DEMO_WAVES: dict[int, list[tuple[dict[str, dict[str, float]], int | None, int]]] = {
+    1: [(DEMO_SPLIT, 300, 0)],
+    2: [
+        ({"edge-1": {"box": 1.0}, "edge-3": {"robot": 1.0}}, None, 300),
+        ({"edge-2": {"pillar": 0.5}, "edge-4": {"pillar": 0.5}}, None, 0),
+    ],
+}
+
+
+def materialize_wave(root: str | Path, wave: int) -> dict[str, dict[str, int]]:
+    """Write one wave of the lifelong demo (see DEMO_WAVES) into the edge folders under `root`."""
+    if wave not in DEMO_WAVES:
+        raise DataError(f"demo wave {wave} does not exist; use one of {sorted(DEMO_WAVES)}")
+    counts: dict[str, dict[str, int]] = {}
+    for split_plan, per_type, offset in DEMO_WAVES[wave]:
+        for edge, types in materialize_demo(root, split_plan, per_type=per_type, offset=offset).items():
+            counts.setdefault(edge, {}).update(types)
+    return counts
+
+
 def materialize_demo(
     root: str | Path,
     split_plan: dict[str, dict[str, float]] | None = None,
     *,
     per_type: int | None = None,
+    offset: int = 0,
     seed: int = 0,
 ) -> dict[str, dict[str, int]]:
     """Write the demo set as edge folders `<root>/<edge>/<type>/<n>.png`; returns the counts.
 
-    Each type's images are shuffled and cut among the edges that hold it, by their shares.
-    `per_type` limits how many images of each type are used (tiny test jobs). Existing files
-    are overwritten, so the result is the same every time.
+    Each type's images are shuffled (the same order every time) and cut among the edges that
+    hold it, by their shares. `per_type` images from position `offset` of that order are used
+    (tiny test jobs, waves of arrivals). Existing files are overwritten, so the result is the
+    same every time.
     """
     split_plan = split_plan or DEMO_SPLIT
     images, labels, names = demo_dataset()
-    rng = np.random.default_rng(seed)
     counts: dict[str, dict[str, int]] = {edge: {} for edge in split_plan}
     for data_type in sorted({t for shares in split_plan.values() for t in shares}):
         if data_type not in names:
             raise DataError(f"demo dataset has no type {data_type!r}; it has {names}")
-        idx = rng.permutation(np.flatnonzero(labels == names.index(data_type)))[:per_type]
+        order = np.random.default_rng(seed + names.index(data_type)).permutation(np.flatnonzero(labels == names.index(data_type)))
+        idx = order[offset : offset + per_type if per_type is not None else None]
         holders = [(e, s[data_type]) for e, s in split_plan.items() if data_type in s]
         total = sum(share for _, share in holders)
         start = 0

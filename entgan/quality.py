@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
+from entgan.config import DeploySpec
 from entgan.models import FeatureNet, Generator
 
 CHUNK_ROWS = 1024  # rows per distance block: 1024 x 5000 float64 distances are 40 MB
@@ -179,32 +179,7 @@ def cas_from_counts(parts: list[tuple[int, int]]) -> float:
 # ---------------------------------------------------------------- the deploy gate
 
 
-class GateRules(BaseModel):
-    """What a candidate must satisfy to become champion (the job file's `deploy:` rules).
-
-    Metric names: `fid` (domain-feature FID, lower is better), `precision`, `recall` and `cas`
-    (higher is better, all in [0, 1]). A rule that is `None` or `False` is off.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    fid_must_not_rise: bool = Field(
-        default=True, description="with a champion, the candidate's FID must be lower than the champion's"
-    )
-    max_fid: float | None = Field(default=None, gt=0, description="the candidate's FID must be at or below this")
-    min_precision: float | None = Field(
-        default=None, ge=0, le=1, description="the candidate's improved precision must be at least this"
-    )
-    min_recall: float | None = Field(
-        default=None, ge=0, le=1, description="the candidate's improved recall must be at least this"
-    )
-    cas_must_not_drop: bool = Field(
-        default=True,
-        description="with a champion, the candidate's CAS must be at least the champion's minus cas_tolerance",
-    )
-    cas_tolerance: float = Field(
-        default=0.0, ge=0, le=1, description="how far CAS may fall below the champion's and still pass"
-    )
+GateRules = DeploySpec  # the job file's `deploy:` section is the rule set
 
 
 def _pair(a: float, b: float) -> tuple[str, str]:

@@ -28,13 +28,15 @@ from entgan.data import DataError, EdgeReport, inspect_edge, load_edge
 from entgan.evaluate import (
     FeatureStats,
     classification_accuracy,
+    embed,
     feature_stats,
+    fid_from_stats,
     frechet_distance,
-    generator_fid,
     merge_stats,
     save_sample_grid,
     uncertain_count,
 )
+from entgan.quality import cas_counts, cas_from_counts, gate_decision, precision_recall, train_cas_classifier
 from entgan.lifecycle import Stage, State, StateChange, current_states, evaluate_trigger, parse_clock
 from entgan.strategies import FEATURES, EdgeUpdate
 
@@ -419,28 +421,69 @@ def step_aggregate(
 # ---------------------------------------------------------------- evaluation
 
 
-def step_prepare_eval(job: JobSpec, plan_path: str | Path, library, kfp_run_id: str) -> None:
-    """The eval stage starts: the edges evaluate next."""
-    record(library, job_run(library, kfp_run_id), Stage.EVAL, State.READY, State.STARTING, State.RUNNING, detail="federated evaluation")
+def step_prepare_eval(
+    job: JobSpec,
+    plan_path: str | Path,
+    initial_state_path: str | Path,
+    state_path: str | Path,
+    kit_path: str | Path,
+    library=None,
+    kfp_run_id: str | None = None,
+) -> None:
+    """The eval stage starts: train the CAS classifiers on synthetic images only (one from the
+    trained generators, one from the starting ones) for the edges to test on their real images."""
+    if library is not None:
+        record(library, job_run(library, kfp_run_id), Stage.EVAL, State.READY, State.STARTING, State.RUNNING,
+               detail="federated evaluation")
+    plan = Plan.load(plan_path)
+    groups = {}
+    for name, path in (("candidate", state_path), ("baseline", initial_state_path)):
+        state = _load_state(path)
+        generators = {t: strategies.load_generator(state, t, job.train) for t in plan.types}
+        classifier = train_cas_classifier(
+            generators, plan.types, image_size=job.train.image_size, steps=job.eval.cas_steps,
+            batch_size=job.train.batch_size, seed=job.train.seed, feature_dim=job.eval.feature_dim,
+        )
+        groups[f"cas/{name}"] = classifier.state_dict()
+        log(f"CAS classifier of the {name} generators trained on synthetic images ({job.eval.cas_steps} steps)")
+    save_bundle(kit_path, pack(groups), BundleHeader(kind="eval-kit", extra={"types": plan.types}))
+
+
+def _cas_classifier(kit: Bundle, name: str, job: JobSpec, types: list[str]):
+    net = strategies.new_feature_net(len(types), job.train, job.eval)
+    net.load_state_dict(kit.groups()[f"cas/{name}"])
+    return net
 
 
 def step_edge_eval(
-    job: JobSpec, edge: str, plan_path: str | Path, state_path: str | Path, stats_path: str | Path
+    job: JobSpec,
+    edge: str,
+    plan_path: str | Path,
+    state_path: str | Path,
+    kit_path: str | Path,
+    stats_path: str | Path,
 ) -> dict[str, int]:
-    """At the edge: feature statistics of the real held-out images, per type. No pixels leave."""
+    """At the edge, on its real held-out images, per type: feature statistics and feature vectors
+    (for FID and precision/recall) and how many images each CAS classifier gets right. No pixels
+    leave the edge; the feature vectors are the 64-number embeddings, not images."""
     configure_threads()
     plan = Plan.load(plan_path)
     types = plan.assignments.get(edge, [])
     data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size, holdout=True)
     net = strategies.load_feature_net(_load_state(state_path), len(plan.evaluator_types), job.train, job.eval)
-    tensors, counts, accuracy = {}, {}, {}
+    kit = load_bundle(kit_path)
+    classifiers = {name: _cas_classifier(kit, name, job, plan.types) for name in ("candidate", "baseline")}
+    tensors, counts, accuracy, cas = {}, {}, {}, {}
     for t, images in data.items():
         if len(images) == 0:
             continue
         tensors.update(feature_stats(net, images).as_tensors(t))
+        tensors[f"{t}/features"] = embed(net, images)
         counts[t] = len(images)
         accuracy[t] = classification_accuracy(net, images, plan.label(t))
-    header = BundleHeader(kind="feature-stats", edge=edge, num_examples=counts, extra={"accuracy": accuracy})
+        cas[t] = {name: cas_counts(c, images, plan.types.index(t)) for name, c in classifiers.items()}
+    header = BundleHeader(kind="feature-stats", edge=edge, num_examples=counts,
+                          extra={"accuracy": accuracy, "cas": cas})
     save_bundle(stats_path, tensors, header)
     log(f"{edge}: feature statistics of {counts} held-out images")
     return counts
@@ -463,12 +506,17 @@ def step_evaluate(
     how related a new type is to the known ones under the same feature network."""
     plan = Plan.load(plan_path)
     per_type: dict[str, list[FeatureStats]] = {}
+    features: dict[str, list[torch.Tensor]] = {}
     accuracy: dict[str, list[tuple[float, int]]] = {}
+    cas: dict[str, dict[str, list[tuple[int, int]]]] = {}
     for p in stats_paths:
         bundle = load_bundle(p)
         for t, n in bundle.header.num_examples.items():
             per_type.setdefault(t, []).append(FeatureStats.from_tensors(bundle.tensors, t))
+            features.setdefault(t, []).append(bundle.tensors[f"{t}/features"])
             accuracy.setdefault(t, []).append((bundle.header.extra["accuracy"][t], n))
+            for name, counts in bundle.header.extra["cas"][t].items():
+                cas.setdefault(t, {}).setdefault(name, []).append(tuple(counts))
     initial, final = _load_state(initial_state_path), _load_state(state_path)
     net = strategies.load_feature_net(final, len(plan.evaluator_types), job.train, job.eval)
     report, real_tensors = {}, {}
@@ -476,16 +524,20 @@ def step_evaluate(
         if t not in per_type:
             raise ValueError(f"no edge sent held-out statistics for type {t!r}")
         real = merge_stats(per_type[t])
+        real_features = torch.cat(features[t])
         real_tensors.update(real.as_tensors(f"stats/{t}"))
-        n = job.eval.num_generated
         report[t] = {
-            "fid": generator_fid(net, strategies.load_generator(final, t, job.train), real, n),
-            "baseline_fid": generator_fid(net, strategies.load_generator(initial, t, job.train), real, n),
+            **_scores(job, net, strategies.load_generator(final, t, job.train), real, real_features, ""),
+            **_scores(job, net, strategies.load_generator(initial, t, job.train), real, real_features, "baseline_"),
+            "cas": cas_from_counts(cas[t]["candidate"]),
+            "baseline_cas": cas_from_counts(cas[t]["baseline"]),
             "holdout_images": float(real.count),
             "train_images": float(plan.train_examples[t]),
             "evaluator_accuracy": sum(a * k for a, k in accuracy[t]) / sum(k for _, k in accuracy[t]),
         }
-        log(f"{t}: FID {report[t]['baseline_fid']:.2f} -> {report[t]['fid']:.2f}")
+        r = report[t]
+        log(f"{t}: FID {r['baseline_fid']:.2f} -> {r['fid']:.2f}, precision {r['precision']:.2f}, "
+            f"recall {r['recall']:.2f}, CAS {r['baseline_cas']:.2f} -> {r['cas']:.2f}")
     Path(report_path).write_text(json.dumps(report, indent=2, sort_keys=True))
     save_bundle(real_stats_path, real_tensors, BundleHeader(kind="feature-stats", extra={"types": plan.types}))
     if library is not None:
@@ -495,24 +547,27 @@ def step_evaluate(
     return report
 
 
+def _scores(job: JobSpec, net, generator, real: FeatureStats, real_features: torch.Tensor, prefix: str) -> dict:
+    """FID, precision and recall of one generator against the merged real held-out data."""
+    rng = torch.Generator().manual_seed(job.train.seed)
+    fakes = generator.sample(job.eval.num_generated, generator=rng)
+    k = min(job.eval.pr_k, len(real_features) - 1)
+    precision, recall = precision_recall(real_features, embed(net, fakes), k=k)
+    return {f"{prefix}fid": fid_from_stats(net, real, fakes), f"{prefix}precision": precision,
+            f"{prefix}recall": recall}
+
+
 # ---------------------------------------------------------------- deploy
 
 
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    reason: str
-
-
-def deploy_gate(fid: float, champion_fid: float | None, max_fid: float | None) -> GateDecision:
-    """Deploy only what beats the current champion (both scored now, on the same statistics)."""
-    if max_fid is not None and fid > max_fid:
-        return GateDecision(False, f"FID {fid:.2f} is above deploy.max_fid {max_fid:.2f}")
-    if champion_fid is None:
-        return GateDecision(True, f"first version (FID {fid:.2f})")
-    if fid < champion_fid:
-        return GateDecision(True, f"FID {fid:.3f} beats the champion's {champion_fid:.3f}")
-    return GateDecision(False, f"FID {fid:.3f} does not beat the champion's {champion_fid:.3f}")
+def gate(job: JobSpec, scores: dict[str, float], has_champion: bool) -> tuple[bool, str]:
+    """The deploy gate over FID, precision, recall and CAS; the champion was scored in this run
+    on the same statistics (its scores are the `baseline_*` ones)."""
+    names = ("fid", "precision", "recall", "cas")
+    candidate = {m: scores[m] for m in names}
+    champion = {m: scores[f"baseline_{m}"] for m in names} if has_champion else None
+    promote, reasons = gate_decision(candidate, champion, job.deploy)
+    return promote, "; ".join(reasons)
 
 
 def step_deploy(
@@ -543,8 +598,7 @@ def step_deploy(
         grid = save_sample_grid(strategies.load_generator(state, t, job.train), folder / "samples.png")
         r = report[t]
         library.log_files(run_id, folder, f"tasks/{t}")
-        champion_fid = r["baseline_fid"] if plan.start.get(t) else None
-        decision = deploy_gate(r["fid"], champion_fid, job.deploy.max_fid)
+        promote, reason = gate(job, r, has_champion=bool(plan.start.get(t)))
         edges = [e for e, types in plan.assignments.items() if t in types]
         parent = plan.parents.get(t, {})
         tags = {
@@ -556,23 +610,23 @@ def step_deploy(
             "entgan.train_images": str(plan.train_examples[t]),
             "entgan.holdout_images": str(plan.holdout_examples[t]),
             "entgan.new_samples": str(plan.new_samples.get(t, plan.train_examples[t])),
-            "entgan.fid": f"{r['fid']:.4f}",
+            **{f"entgan.{m}": f"{r[m]:.4f}" for m in ("fid", "precision", "recall", "cas")},
             "entgan.baseline_fid": f"{r['baseline_fid']:.4f}",
             "entgan.parent_version": plan.start.get(t) or "",
             "entgan.parent_task": f"{parent['type']} v{parent['version']}" if parent else "",
             "entgan.kfp_run_id": kfp_run_id,
             "entgan.mlflow_run_id": run_id,
-            "entgan.gate": "promoted" if decision.promote else "rejected",
-            "entgan.gate_reason": decision.reason,
+            "entgan.gate": "promoted" if promote else "rejected",
+            "entgan.gate_reason": reason,
         }
-        version = library.register(t, run_id, f"tasks/{t}", tags, description=decision.reason)
-        if decision.promote:
+        version = library.register(t, run_id, f"tasks/{t}", tags, description=reason)
+        if promote:
             library.set_champion(t, version.version)
-        champion = version.version if decision.promote else plan.start.get(t)
-        log(f"{t}: version {version.version} {'promoted' if decision.promote else 'kept out'}: {decision.reason}")
+        champion = version.version if promote else plan.start.get(t)
+        log(f"{t}: version {version.version} {'promoted' if promote else 'kept out'}: {reason}")
         summary["types"][t] = {**r, "version": version.version, "champion": champion,
                                "parent_version": plan.start.get(t), "parent_task": tags["entgan.parent_task"],
-                               "promoted": decision.promote, "reason": decision.reason, "grid": str(grid)}
+                               "promoted": promote, "reason": reason, "grid": str(grid)}
     _register_evaluator(job, plan, state, load_bundle(real_stats_path), run_id, samples_dir, library)
     summary["skipped"] = plan.skipped
     summary["uncertain"] = plan.uncertain

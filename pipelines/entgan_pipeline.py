@@ -95,13 +95,22 @@ def _train_eval_deploy(c, job: JobSpec, job_json, edges, run_id, plan, gpus: int
             updates=dsl.Collected(train.outputs["update"]),
         ).set_display_name(f"aggregate round {r}")
         state = aggregate.outputs["new_state"]
-    prepare = c.prepare_eval(job=job_json, kfp_run_id=run_id, plan=plan.outputs["plan"])
-    prepare.set_display_name("prepare eval").after(aggregate)
+    prepare = c.prepare_eval(
+        job=job_json,
+        kfp_run_id=run_id,
+        plan=plan.outputs["plan"],
+        initial_state=plan.outputs["global_state"],
+        global_state=state,
+    ).set_display_name("prepare eval")
     with dsl.ParallelFor(edges, name="edges-eval") as edge:
         evaluation = c.eval_edge(
-            job=job_json, edge=edge, kfp_run_id=run_id, plan=plan.outputs["plan"], global_state=state
+            job=job_json,
+            edge=edge,
+            kfp_run_id=run_id,
+            plan=plan.outputs["plan"],
+            global_state=state,
+            kit=prepare.outputs["kit"],
         ).set_display_name("eval edge")
-        evaluation.after(prepare)
         _pin_to_edge(evaluation, edge, gpus=0)
     scores = c.evaluate(
         job=job_json,

@@ -1,74 +1,121 @@
-"""The whole pipeline, compiled and run with kfp.local, on a tiny job; then the task library.
+"""The whole pipeline, compiled and run with kfp.local, on a tiny job, three times in a row: the
+lifelong story. Then the task library is checked.
 
 Real parts only: the KFP compiler and local runner, an embedded MLflow (SQLite) store.
 """
 
-import json
+import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from entgan.cli import format_summary, run_local
-from entgan.registry import CHAMPION
+from entgan.cli import format_summary, generate, run_local, show_status
+from entgan.config import parse_job
+from entgan.data import materialize_demo
+from entgan.registry import CHAMPION, library_for
+from tests.conftest import tiny_job_dict
 
 pytestmark = pytest.mark.e2e
 TYPES = ["box", "clutter", "robot", "table"]
 
 
 @pytest.fixture(scope="module")
-def first_run(demo_edges, tmp_path_factory):
-    from tests.conftest import tiny_job_dict
-    from entgan.config import parse_job
-
-    data = tiny_job_dict(demo_edges, ["edge-1", "edge-2", "edge-3", "edge-4"])
-    data["state_dir"] = str(tmp_path_factory.mktemp("e2e") / "state")
+def runs(demo_edges, tmp_path_factory):
+    """Run 1 on four types; then `pillar` appears at edge-2 and run 2 trains all five; then a
+    run whose trigger asks for more new images than arrived waits."""
+    root = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(demo_edges / "edges", root / "edges")
+    data = tiny_job_dict(root, ["edge-1", "edge-2", "edge-3", "edge-4"])
     job = parse_job(data)
-    return job, run_local(job)
+    first = run_local(job)
+    materialize_demo(root / "edges", {"edge-2": {"pillar": 1.0}}, per_type=24)
+    second = run_local(job)
+    waiting_job = parse_job({**data, "trigger": {"operator": "ge", "threshold": 1000}})
+    third = run_local(waiting_job)
+    return job, first, second, third
 
 
-def test_summary_covers_every_type(first_run):
-    job, summary = first_run
-    assert sorted(summary["types"]) == TYPES
-    for t, info in summary["types"].items():
+def _client(job):
+    return MlflowClient(tracking_uri=job.tracking_uri, registry_uri=job.tracking_uri)
+
+
+def test_first_run_registers_and_deploys_every_type(runs):
+    job, first, _, _ = runs
+    assert sorted(first["types"]) == TYPES
+    for t, info in first["types"].items():
         assert info["fid"] > 0 and info["baseline_fid"] > 0
+        assert 0 <= info["precision"] <= 1 and 0 <= info["recall"] <= 1 and 0 <= info["cas"] <= 1
         assert info["promoted"] and info["version"] == "1" and info["champion"] == "1"
-        grid = Image.open(info["grid"])
-        assert grid.size[0] > 16 and grid.mode == "RGB"
-    text = format_summary(summary)
+        assert Image.open(info["grid"]).mode == "RGB"
+    text = format_summary(first)
     assert "FID before" in text and all(t in text for t in TYPES)
 
 
-def test_registry_holds_one_model_per_type_with_champion(first_run):
-    job, summary = first_run
-    client = MlflowClient(tracking_uri=job.tracking_uri, registry_uri=job.tracking_uri)
+def test_registry_holds_one_model_per_type_with_champion_and_tags(runs):
+    job, first, _, _ = runs
+    client = _client(job)
     names = sorted(m.name for m in client.search_registered_models())
-    assert names == sorted([f"entgan-tiny-{t}" for t in TYPES] + ["entgan-tiny-evaluator"])
+    assert names == sorted([f"entgan-tiny-{t}" for t in TYPES + ["pillar"]] + ["entgan-tiny-evaluator"])
     for t in TYPES:
-        mv = client.get_model_version_by_alias(f"entgan-tiny-{t}", CHAMPION)
-        assert str(mv.version) == "1"
+        mv = client.get_model_version(f"entgan-tiny-{t}", "1")
         tags = mv.tags
-        assert tags["entgan.data_type"] == t
-        assert tags["entgan.strategy"] == "entgan"
-        assert tags["entgan.rounds"] == "2"
-        assert tags["entgan.kfp_run_id"] == summary["kfp_run_id"] != ""
+        assert tags["entgan.data_type"] == t and tags["entgan.strategy"] == "entgan" and tags["entgan.rounds"] == "2"
+        assert tags["entgan.kfp_run_id"] == first["kfp_run_id"] != ""
         assert int(tags["entgan.train_images"]) > 0
-        assert float(tags["entgan.fid"]) == pytest.approx(summary["types"][t]["fid"], rel=1e-3)
+        assert float(tags["entgan.fid"]) == pytest.approx(first["types"][t]["fid"], rel=1e-3)
         assert set(tags["entgan.edges"].split(",")) <= set(job.edge_names)
+        assert tags["entgan.gate"] == "promoted" and "first version" in tags["entgan.gate_reason"]
         files = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(mv.run_id, f"tasks/{t}")}
         assert {"model.safetensors", "samples.png"} <= files
 
 
-def test_second_run_starts_from_champions_and_gate_decides(first_run):
-    job, first = first_run
-    second = run_local(job)
-    client = MlflowClient(tracking_uri=job.tracking_uri, registry_uri=job.tracking_uri)
+def test_second_run_continues_known_types_and_warm_starts_the_new_one(runs):
+    job, _, second, _ = runs
+    client = _client(job)
+    assert sorted(second["types"]) == sorted(TYPES + ["pillar"])
     for t in TYPES:
         info = second["types"][t]
-        assert info["version"] == "2"
-        mv = client.get_model_version(f"entgan-tiny-{t}", "2")
-        assert mv.tags["entgan.parent_version"] == "1"
+        assert info["version"] == "2" and info["parent_version"] == "1"
         champion = client.get_model_version_by_alias(f"entgan-tiny-{t}", CHAMPION)
-        # The alias moved if and only if the candidate beat the champion (both scored now).
-        assert info["promoted"] == (info["fid"] < info["baseline_fid"])
+        # The alias moved if and only if the gate passed; a rejected candidate leaves v1 deployed.
         assert str(champion.version) == ("2" if info["promoted"] else "1")
+        if info["promoted"]:
+            assert info["fid"] < info["baseline_fid"]
+    pillar = second["types"]["pillar"]
+    assert pillar["version"] == "1" and pillar["parent_version"] is None
+    parent = client.get_model_version("entgan-tiny-pillar", "1").tags["entgan.parent_task"]
+    assert parent.split(" v")[0] in TYPES  # warm-started from its nearest known type
+    evaluator = client.get_model_version_by_alias("entgan-tiny-evaluator", CHAMPION)
+    assert "pillar" in evaluator.tags["entgan.types"]  # the feature network grew a class
+
+
+def test_a_run_whose_trigger_is_not_met_waits_and_trains_nothing(runs):
+    job, _, second, third = runs
+    assert third["types"] == {} and "none ge 1000" in third["waiting"]
+    client = _client(job)
+    for t in TYPES:
+        assert len(client.search_model_versions(f"name='entgan-tiny-{t}'")) == 2
+    status = show_status(job)
+    assert "train=Waiting" in status and "eval=Waiting" in status
+    assert "train=Completed  eval=Completed  deploy=Completed" in status
+
+
+def test_every_state_change_is_recorded_in_order(runs):
+    job, first, _, _ = runs
+    library = library_for(job)
+    history = library.states(first["mlflow_run_id"])
+    train = [c.state.value for c in history if c.stage.value == "train"]
+    assert train == ["Waiting", "Ready", "Starting", "Running", "Completed"]
+    deploy = [c.state.value for c in history if c.stage.value == "deploy"]
+    assert deploy == ["Waiting", "Ready", "Starting", "Running", "Completed"]
+    assert [c.at for c in history] == sorted(c.at for c in history)
+
+
+def test_generate_writes_images_from_the_champions(runs, tmp_path):
+    job, *_ = runs
+    written = generate(job, ["box", "pillar"], 5, tmp_path / "out", seed=1)
+    assert {t: len(f) for t, f in written.items()} == {"box": 5, "pillar": 5}
+    with Image.open(written["pillar"][0]) as img:
+        assert img.size == (16, 16) and img.mode == "RGB"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["box", "pillar"]

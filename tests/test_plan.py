@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from entgan import strategies
+from entgan.config import EvalSpec, TrainSpec, parse_job
+from entgan.data import DataError, EdgeReport, TypeCounts
+from entgan.evaluate import FeatureStats
+from entgan.steps import apply_trigger, make_plan, nearest_task
+
+
+def _job(**kw):
+    return parse_job({"name": "j", "edges": [{"name": "e1", "data": "a"}, {"name": "e2", "data": "b"}], **kw})
+
+
+def _reports():
+    return [
+        EdgeReport("e1", {"box": TypeCounts(40, 10), "table": TypeCounts(30, 5)}, uncertain={"table": 4}),
+        EdgeReport("e2", {"box": TypeCounts(20, 5), "tiny": TypeCounts(3, 1)}),
+    ]
+
+
+def test_plan_assigns_only_held_types_and_skips_thin_ones():
+    plan = make_plan(_job(), _reports())
+    assert plan.types == ["box", "table"]
+    assert plan.assignments == {"e1": ["box", "table"], "e2": ["box"]}
+    assert plan.train_examples == {"box": 60, "table": 30}
+    assert "fewer than train.min_images_per_type" in plan.skipped["tiny"]
+    assert plan.uncertain == {"table": 4}
+
+
+def test_plan_with_nothing_trainable_fails_clearly():
+    with pytest.raises(DataError, match="no data type can be trained"):
+        make_plan(_job(), [EdgeReport("e1", {"box": TypeCounts(2, 1)})])
+
+
+def test_trigger_counts_new_samples_since_the_last_trained_version():
+    job = _job(trigger={"operator": "ge", "threshold": 25})
+    plan = apply_trigger(job, make_plan(job, _reports()), trained_before={"box": 50, "table": 0})
+    assert plan.new_samples == {"box": 10, "table": 30}
+    assert plan.decision == "train" and plan.types == ["table"]
+    assert plan.assignments == {"e1": ["table"], "e2": []}
+    assert "trigger not met" in plan.skipped["box"]
+
+
+def test_trigger_not_met_means_wait():
+    job = _job(trigger={"operator": "gt", "threshold": 1000})
+    plan = apply_trigger(job, make_plan(job, _reports()), trained_before={})
+    assert plan.decision == "wait" and plan.types == []
+
+
+def _stats(mean: float, n: int = 50, d: int = 4, seed: int = 0) -> FeatureStats:
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(n, d, generator=g) + mean).double()
+    return FeatureStats(x.sum(0), x.T @ x, n)
+
+
+def test_nearest_task_is_the_closest_in_feature_space():
+    known = {"box": _stats(0.0, seed=1), "table": _stats(3.0, seed=2), "robot": _stats(-4.0, seed=3)}
+    parent, distance = nearest_task(_stats(2.6, seed=4), known)
+    assert parent == "table" and distance >= 0
+    assert nearest_task(_stats(0.0), {}) is None
+
+
+def test_feature_net_is_extended_for_a_new_type():
+    train, ev = TrainSpec(image_size=8), EvalSpec(feature_dim=4)
+    old = strategies.new_feature_net(2, train, ev).state_dict()
+    new = strategies.extend_feature_net(old, ["box", "table"], ["box", "table", "pillar"], train, ev)
+    assert new["head.weight"].shape[0] == 3
+    assert torch.equal(new["head.weight"][:2], old["head.weight"])
+    assert torch.equal(new["body.0.weight"], old["body.0.weight"])
+    reordered = strategies.extend_feature_net(old, ["box", "table"], ["table", "box"], train, ev)
+    assert torch.equal(reordered["head.weight"][0], old["head.weight"][1])
