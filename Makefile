@@ -6,13 +6,15 @@ STAMP  := $(VENV)/.installed-stamp
 JOB    ?= jobs/demo.yaml
 UI_PORT ?= 5000
 
-.PHONY: install run test compile ui clean help lifelong
+.PHONY: install run test compile ui clean help lifelong browser figures bench bench-quick
 
 help:
 	@echo "make run      run the demo job end to end (kfp.local + embedded MLflow)"
 	@echo "make test     run the test suite"
 	@echo "make compile  compile JOB ($(JOB)) to build/<name>.pipeline.yaml for Kubeflow"
 	@echo "make ui       MLflow UI on the demo's task library (http://127.0.0.1:$(UI_PORT))"
+	@echo "make bench    run the benchmarks (benchmarks/results/latest.json + plots; ~30 min on 2 cores)"
+	@echo "make figures  redraw the README's figures (docs/figures/) from the demo's task library (after make run)"
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +28,31 @@ run: install
 	$(BIN)/entgan data demo --root .entgan/demo/edges
 	$(BIN)/entgan run $(JOB)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# tests/test_mlflow_ui.py drives Debian's chromium + chromedriver: install them when missing and
+# apt-get can (root, or password-less sudo); otherwise say so (the test then fails under CI=true).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver (apt-get) for the MLflow UI browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver are missing and cannot be installed here: install chromium and chromium-driver"; fi
+
+# The README's pictures: samples (real vs generated) and FID curves of the demo, into docs/figures/.
+figures: install
+	$(BIN)/entgan figures $(JOB) --out docs/figures
+
+# Benchmarks (README: Benchmarks): `bench` writes benchmarks/results/; `bench-quick` runs the same
+# harness on tiny settings into build/bench-quick (tests/test_bench_quick.py runs it in `make test`).
+bench: install
+	$(BIN)/python -m benchmarks
+
+bench-quick: install
+	$(BIN)/python -m benchmarks --quick --out build/bench-quick
 
 compile: install
 	$(BIN)/entgan compile $(JOB) -o build/$(notdir $(basename $(JOB))).pipeline.yaml

@@ -5,7 +5,7 @@ Thin adapters over `entgan.steps`; imports live inside the bodies (KFP ships eac
 
 from typing import List
 
-from kfp.dsl import Artifact, Input, Metrics, Output, PipelineTaskFinalStatus
+from kfp.dsl import HTML, Artifact, Input, Metrics, Output, PipelineTaskFinalStatus
 
 
 def create_job(job: str, kfp_run_id: str, snapshot: Output[Artifact]) -> List[dict]:
@@ -122,17 +122,25 @@ def deploy(
     real_stats: Input[Artifact],
     summary: Output[Artifact],
     samples: Output[Artifact],
+    metrics: Output[Metrics],
+    run_report: Output[HTML],
 ):
-    """Register a version per type in the task library; move `champion` only past the gate."""
+    """Register a version per type in the task library; move `champion` only past the gate.
+    For the run page: per-type metrics and an HTML report (results, round by round, sample grids)."""
     from entgan.config import JobSpec
     from entgan.lifecycle import Stage
     from entgan.registry import library_for
+    from entgan.report import deploy_metrics, write_run_report
     from entgan.steps import recorded_failure, step_deploy
 
     spec = JobSpec.model_validate_json(job)
+    library = library_for(spec)
     with recorded_failure(spec, kfp_run_id, Stage.DEPLOY):
-        step_deploy(spec, plan.path, global_state.path, report.path, real_stats.path, kfp_run_id,
-                    summary.path, samples.path, library_for(spec))
+        result = step_deploy(spec, plan.path, global_state.path, report.path, real_stats.path, kfp_run_id,
+                             summary.path, samples.path, library)
+    for key, value in deploy_metrics(result).items():
+        metrics.log_metric(key, value)
+    write_run_report(result, library, run_report.path)
 
 
 def finish(job: str, kfp_run_id: str, status: PipelineTaskFinalStatus):

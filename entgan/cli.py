@@ -7,6 +7,7 @@
     entgan generate --job JOB -n N --out DIR [--type T]   images from the champions
     entgan upload JOB [--image IMG]       compile and upload the pipeline to Kubeflow Pipelines
     entgan schedule JOB --cron CRON       create or update its recurring run
+    entgan figures JOB [--out DIR]        real vs generated samples per type, FID per round (PNG)
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import collections
 import contextlib
 import io
 import json
+import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -25,11 +28,21 @@ from pathlib import Path
 from entgan.config import JobError, JobSpec, load_job
 from entgan.data import DEMO_SPLIT, DataError, materialize_demo, materialize_wave
 from entgan.kfp_client import KfpError
+from entgan.redact import redact
 from entgan.storage import StorageError
 
 
 class CliError(RuntimeError):
     """An error shown to the user as one line, without a traceback."""
+
+
+class TaskFailed(CliError):
+    """A pipeline task failed: its own error as one line; `log` keeps the tail of the run's
+    output (with the task's traceback) for --debug."""
+
+    def __init__(self, message: str, log: str) -> None:
+        super().__init__(message)
+        self.log = log
 
 
 def data_demo(root: str | Path, per_type: int | None = None, wave: int | None = None) -> dict[str, dict[str, int]]:
@@ -52,22 +65,41 @@ class _QuietStdout(io.TextIOBase):
     """Shows EntGAN's progress lines and kfp.local's task status; hides the KFP executor's JSON
     dumps. The hidden tail is kept and shown if the run fails."""
 
-    KEEP = ("[entgan ", "Executing task", "finished with status", "Running pipeline", "Traceback", "Error")
+    KEEP = ("[entgan ", "Executing task", "finished with status", "Running pipeline")
+    # The last line of a Python traceback: `entgan.data.DataError: edge-1/box/x.png: cannot read image`.
+    ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)): (.+)$")
 
-    def __init__(self, target) -> None:
-        self.target, self.partial = target, ""
+    def __init__(self, target, progress=None) -> None:
+        self.target, self.partial, self.progress = target, "", progress
         self.hidden: collections.deque[str] = collections.deque(maxlen=80)
+        self.error_lines: list[str] = []  # exception lines the tasks printed, in order
 
     def write(self, text: str) -> int:
         lines = (self.partial + text).split("\n")
         self.partial = lines.pop()
         for line in lines:
-            if any(k in line for k in self.KEEP):
+            keep = any(k in line for k in self.KEEP)
+            if self.ERROR_LINE.match(line.strip()):
+                self.error_lines.append(line.strip())
+                keep = True
+            if self.progress is not None:
+                self.progress.line(line.strip(), show=keep)
+            elif keep:
                 self.target.write(line.strip() + "\n")
                 self.target.flush()
-            else:
+            if not keep:
                 self.hidden.append(line)
         return len(text)
+
+    def failure(self, err: Exception) -> TaskFailed:
+        """One line for a failed run: the failed task and its own error (without the traceback)."""
+        from entgan.progress import ANSI
+
+        failed = re.findall(r"Inner task failed: (.+?)\.?$", ANSI.sub("", str(err)))
+        where = f"task {failed[0].split(' inside ')[0]} failed" if failed else "the pipeline failed"
+        cause = self.ERROR_LINE.match(self.error_lines[-1]).group(3) if self.error_lines else ANSI.sub("", str(err))
+        return TaskFailed(f"{where}: {cause} (the task's log is above; rerun with -v for the full log "
+                          "or --debug for the traceback)", "\n".join(self.hidden))
 
     def flush(self) -> None:
         self.target.flush()
@@ -80,8 +112,11 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False) -> 
     deploy step's summary; sample grids are copied to `<state_dir>/samples/<type>.png`.
     """
     import kfp.local
+    import yaml
     from kfp import components
 
+    from entgan.progress import ProgressOutput, RunProgress, count_tasks
+    from entgan.report import write_figures
     from entgan.steps import copy_samples
 
     job = job.with_local_paths(base or Path.cwd())
@@ -99,18 +134,24 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False) -> 
         raise_on_error=True,
     )
     started = time.perf_counter()
-    quiet = _QuietStdout(sys.stdout)
+    progress = ProgressOutput(sys.stdout, RunProgress(
+        count_tasks(next(yaml.safe_load_all(pipeline_file.read_text())), len(job.edges)),
+        job.train.rounds, len(job.edges)))
+    quiet = _QuietStdout(sys.stdout, progress)
     try:
         with contextlib.redirect_stdout(sys.stdout if verbose else quiet):
-            task = pipeline()
-    except Exception:
-        print("\n".join(quiet.hidden), file=sys.stderr)
-        raise
+            pipeline()
+    except Exception as err:
+        raise quiet.failure(err) from err
+    finally:
+        progress.close()
     summary = latest_summary(job)
     summary["seconds"] = time.perf_counter() - started
     grids = copy_samples(summary, state_dir / "samples")
     for t, path in grids.items():
         summary["types"][t]["grid"] = str(path)
+    if summary["types"]:  # the README's pictures: real vs generated per type, FID per round
+        summary["figures"] = {k: str(v) for k, v in write_figures(job, state_dir / "figures").items()}
     return summary
 
 
@@ -124,6 +165,17 @@ def generate(job: JobSpec, types: list[str] | None, n: int, out: str | Path, see
     written = generate_from_library(library_for(job.with_local_paths(Path.cwd())), job.train, types, n, Path(out), seed)
     for t, files in written.items():
         print(f"{t}: {len(files)} images in {Path(out) / t}")
+    return written
+
+
+def figures(job: JobSpec, out: str | Path | None = None) -> dict[str, Path]:
+    """`entgan figures`: the samples figure and the FID curves of a job, as PNG files."""
+    from entgan.report import write_figures
+
+    job = job.with_local_paths(Path.cwd())
+    written = write_figures(job, out or Path(job.state_dir) / "figures")
+    for name, path in written.items():
+        print(f"{name.replace('_', ' ')}: {path}")
     return written
 
 
@@ -179,6 +231,7 @@ def format_summary(summary: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines += ["", "sample grids:"] + [f"  {t}: {i['grid']}" for t, i in sorted(summary["types"].items())]
+    lines += [f"figure ({name.replace('_', ' ')}): {path}" for name, path in summary.get("figures", {}).items()]
     lines += [f"skipped {t}: {why}" for t, why in summary.get("skipped", {}).items()]
     lines += [
         f"possible unseen types: {n} image(s) at '{t}' the evaluator could not place confidently"
@@ -268,39 +321,69 @@ def schedule(
 # ---------------------------------------------------------------- argument parsing
 
 
+_EPILOG = """\
+examples:
+  entgan data demo && entgan run jobs/demo.yaml     the local demo (what `make run` does)
+  entgan status jobs/demo.yaml                      stages, runs and champions of a job
+  entgan generate --job jobs/demo.yaml -n 100 --out synth/
+  entgan upload jobs/cluster.yaml --image REGISTRY/entgan:TAG && entgan schedule jobs/cluster.yaml --cron '0 */6 * * *'
+
+Errors are one line saying what is wrong and how to fix it (exit status 2, or 1 for an
+unexpected error); add --debug for the traceback. `entgan VERB --help` documents each verb."""
+
+
+def _verb(group, name: str, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose --help starts with its one-line purpose; --debug works after it too."""
+    sub = group.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}.", epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback on errors")
+    return sub
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="entgan", description=__doc__.split("\n")[0])
+    about = "EntGAN: federated GAN training on Kubeflow Pipelines with an MLflow task library.\n"
+    parser = argparse.ArgumentParser(prog="entgan", description=about + __doc__.split("\n", 1)[1], epilog=_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    data = verbs.add_parser("data", help="demo data").add_subparsers(dest="data_verb", required=True)
-    demo = data.add_parser("demo", help="write the bundled demo images as edge folders")
+    data = _verb(verbs, "data", "demo data").add_subparsers(dest="data_verb", required=True, metavar="WHAT")
+    demo = _verb(data, "demo", "write the bundled demo images as edge folders",
+                 "example: entgan data demo --root .entgan/demo/edges --per-type 100")
     demo.add_argument("--root", default=".entgan/demo/edges", help="folder to create <edge>/<type>/ in")
     demo.add_argument("--per-type", type=int, default=None, help="use at most N images of each type")
     demo.add_argument("--wave", type=int, choices=[1, 2], help="lifelong demo: 1 = first data, 2 = new arrivals")
 
-    comp = verbs.add_parser("compile", help="compile a job's pipeline to KFP YAML")
+    comp = _verb(verbs, "compile", "compile a job's pipeline to KFP YAML (for upload to Kubeflow)",
+                 "example: entgan compile jobs/cluster.yaml -o build/cluster.pipeline.yaml")
     comp.add_argument("job", help="job file (YAML)")
     comp.add_argument("-o", "--output", help="output file (default: <job name>.pipeline.yaml)")
 
-    run = verbs.add_parser("run", help="run a job's pipeline locally with kfp.local")
+    run = _verb(verbs, "run", "run a job's pipeline locally with kfp.local",
+                "Compiles the job, runs that YAML (one subprocess per task) against the job's MLflow task\n"
+                "library and prints a table per type; a progress bar on a terminal, plain lines otherwise.\n"
+                "Figures (real vs generated, FID per round) go to <state_dir>/figures/.\n\n"
+                "example: entgan run jobs/demo.yaml")
     run.add_argument("job", help="job file (YAML)")
     run.add_argument("--demo-data", action="store_true", help="write the demo edge folders first")
     run.add_argument("-v", "--verbose", action="store_true", help="show the KFP executors' full logs")
 
-    gen = verbs.add_parser("generate", help="write images from the champion generators (ImageFolder layout)")
+    gen = _verb(verbs, "generate", "write images from the champion generators (ImageFolder layout)",
+                "example: entgan generate --job jobs/demo.yaml --type box -n 100 --out synth/")
     gen.add_argument("--job", required=True, help="job file (YAML)")
     gen.add_argument("--type", dest="types", action="append", help="data type (repeat; default: every type)")
     gen.add_argument("-n", type=int, default=64, help="images per type (default 64)")
     gen.add_argument("--out", required=True, help="output folder; images go to <out>/<type>/")
     gen.add_argument("--seed", type=int, default=None, help="noise seed for reproducible images")
 
-    st = verbs.add_parser("status", help="a job's stages, last runs and champions (from the task library)")
+    st = _verb(verbs, "status", "show a job's stages, last runs and champions (from the task library)",
+               "example: entgan status jobs/demo.yaml --runs 3")
     st.add_argument("job", help="job file (YAML)")
     st.add_argument("--runs", type=int, default=5, help="how many recent runs to list (default 5)")
 
     kfp_help = "KFP API URL (default: $KFP_HOST); token from $KFP_TOKEN or $KFP_TOKEN_FILE"
-    up = verbs.add_parser("upload", help="compile a job's pipeline and upload it to Kubeflow Pipelines")
+    up = _verb(verbs, "upload", "compile a job's pipeline and upload it to Kubeflow Pipelines",
+               "example: KFP_HOST=http://localhost:8888 entgan upload jobs/cluster.yaml --image REGISTRY/entgan:0.1.0")
     up.add_argument("job", help="job file (YAML)")
     up.add_argument("--host", help=kfp_help)
     up.add_argument("--namespace", help="KFP namespace (multi-user Kubeflow; default: $KFP_NAMESPACE)")
@@ -308,7 +391,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("-o", "--output", help="where to write the compiled YAML (default: build/<job>.pipeline.yaml)")
     up.add_argument("--dry-run", action="store_true", help="compile and say what would be uploaded; send nothing")
 
-    sch = verbs.add_parser("schedule", help="create or update the recurring run of a job's uploaded pipeline")
+    sch = _verb(verbs, "schedule", "create or update the recurring run of a job's uploaded pipeline",
+                "example: KFP_HOST=http://localhost:8888 entgan schedule jobs/cluster.yaml --cron '0 */6 * * *'")
     sch.add_argument("job", help="job file (YAML)")
     sch.add_argument("--cron", required=True, help="'M H DoM Mon DoW' or with seconds first, e.g. '0 */6 * * *'")
     sch.add_argument("--name", help="recurring run name (default: entgan-<job>)")
@@ -320,11 +404,21 @@ def _parser() -> argparse.ArgumentParser:
     sch.add_argument("--host", help=kfp_help)
     sch.add_argument("--namespace", help="KFP namespace (multi-user Kubeflow; default: $KFP_NAMESPACE)")
     sch.add_argument("--dry-run", action="store_true", help="print the recurring run to create; send nothing")
+
+    fig = _verb(verbs, "figures", "draw a job's figures: real vs generated samples per type, FID per round",
+                "Reads the champions and the newest training run from the task library and the real\n"
+                "held-out images from the edges' data folders (run it where those are reachable).\n\n"
+                "example: entgan figures jobs/demo.yaml --out docs/figures   (the README's pictures)")
+    fig.add_argument("job", help="job file (YAML)")
+    fig.add_argument("--out", help="output folder (default: <state_dir>/figures)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not args.debug:  # MLflow's INFO lines (e.g. creating a new store) are not for this terminal
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         if args.verb == "data":
             data_demo(args.root, args.per_type, args.wave)
@@ -340,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             generate(load_job(args.job), args.types, args.n, args.out, args.seed)
         elif args.verb == "status":
             print(show_status(load_job(args.job), runs=args.runs))
+        elif args.verb == "figures":
+            figures(load_job(args.job), args.out)
         elif args.verb == "upload":
             upload(load_job(args.job), host=args.host, namespace=args.namespace, image=args.image,
                    output=args.output, dry_run=args.dry_run)
@@ -348,15 +444,22 @@ def main(argv: list[str] | None = None) -> int:
                      max_concurrency=args.max_concurrency, catchup=args.catchup,
                      pipeline_root=args.pipeline_root, service_account=args.service_account,
                      host=args.host, namespace=args.namespace, dry_run=args.dry_run)
-    except (JobError, DataError, CliError, KfpError, StorageError, LookupError) as err:
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print("error: interrupted; run the command again to start over", file=sys.stderr)
+        return 130
+    except (JobError, DataError, CliError, KfpError, StorageError, LookupError) as err:
+        if args.debug:
+            if isinstance(err, TaskFailed):
+                print(err.log, file=sys.stderr)
+            raise
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - one clear line unless --debug
         if args.debug:
             raise
-        print(f"error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"error: {type(err).__name__}: {redact(str(err))} (run with --debug for the traceback)", file=sys.stderr)
         return 1
     return 0
 

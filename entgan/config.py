@@ -36,6 +36,24 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+# Kubernetes label syntax: an optional DNS-subdomain prefix and '/', then a name of at most 63
+# characters; values are such names or empty.
+_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^{_LABEL_NAME}?$")
+
+
+def _no_credentials(uri: str, what: str) -> str:
+    """Credentials come only from the environment: a URI with a password would be compiled into
+    the pipeline YAML and stored in MLflow for anyone to read."""
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*:[^/@]*@", uri):
+        raise ValueError(
+            f"{what} holds a user name and password; remove them and set them in the environment "
+            "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+        )
+    return uri
+
+
 class EdgeSpec(_Strict):
     """One edge node: where its images are and how its training task is placed."""
 
@@ -48,6 +66,27 @@ class EdgeSpec(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name(v, "edge name")
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("data is empty; give the edge's image folder or s3:// prefix")
+        return _no_credentials(v, "data")
+
+    @field_validator("node_selector")
+    @classmethod
+    def _selector(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _LABEL_KEY.match(key):
+                raise ValueError(f"node label key {key!r} is not a Kubernetes label key; write e.g. "
+                                 "'entgan.io/gpu' (letters, digits, '-', '_', '.', one optional '<prefix>/')")
+            if not _LABEL_VALUE.match(value):
+                raise ValueError(f"node label value {value!r} of {key!r} is not a Kubernetes label value; "
+                                 "use at most 63 letters, digits, '-', '_' and '.'")
+            if key == EDGE_LABEL:
+                raise ValueError(f"{EDGE_LABEL} is set from the edge's name; remove it from node_selector")
+        return v
 
     @property
     def selector(self) -> dict[str, str]:
@@ -71,6 +110,25 @@ class TrainSpec(_Strict):
     min_edges: int = Field(default=1, ge=1, description="fewest edge updates a round needs")
     min_images_per_type: int = Field(default=8, ge=1, description="fewer images: type is skipped")
     seed: int = 0
+    aggregation: Literal["fedavg", "median", "trimmed_mean"] = Field(
+        default="fedavg",
+        description="fedavg (sample-weighted mean) or a robust one: coordinate-wise median or trimmed mean",
+    )
+    clip_norm: float | Literal["median"] | None = Field(
+        default=None,
+        description="bound on the L2 norm of each edge's update per network; 'median': the round's "
+        "median update norm; null: no clipping",
+    )
+    trim_fraction: float = Field(
+        default=0.25, ge=0, lt=0.5, description="trimmed_mean: share of values cut at each end, per weight"
+    )
+
+    @field_validator("clip_norm")
+    @classmethod
+    def _clip_norm(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, float) and not v > 0:
+            raise ValueError(f"clip_norm is {v}; use a positive number, 'median' or null (no clipping)")
+        return v
 
     @property
     def global_steps(self) -> int:
@@ -84,7 +142,7 @@ class EvalSpec(_Strict):
     feature_steps: int = Field(default=40, ge=1, description="evaluator steps per edge per round")
     feature_dim: int = Field(default=64, ge=2, le=2048)
     num_generated: int = Field(default=512, ge=16, description="fake images per FID")
-    cas_steps: int = Field(default=150, ge=1, description="steps of the CAS classifier (synthetic images only)")
+    cas_steps: int = Field(default=300, ge=1, description="steps of the CAS classifier (synthetic images only)")
     pr_k: int = Field(default=3, ge=1, description="k of the k-NN manifolds of precision and recall")
     confidence: float = Field(
         default=0.5, gt=0, lt=1, description="below this top-class probability an image is 'uncertain'"
@@ -165,6 +223,18 @@ class JobSpec(_Strict):
     def _name(cls, v: str) -> str:
         return _check_name(v, "job name")
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, v: str | None) -> str | None:
+        return None if v is None else _no_credentials(v, "mlflow_tracking_uri")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        if not v.strip() or any(c.isspace() for c in v):
+            raise ValueError(f"image {v!r} is not an image reference; write e.g. registry.example.com/entgan:0.1.0")
+        return v
+
     @field_validator("data_types")
     @classmethod
     def _types(cls, v: list[str] | str) -> list[str] | str:
@@ -216,6 +286,18 @@ class JobSpec(_Strict):
         return self.model_copy(update={"edges": edges, "state_dir": absolute(self.state_dir)})
 
 
+# The fix for pydantic's own messages ("Input should be greater than 0") that do not say it.
+_FIXES = {
+    **dict.fromkeys(("greater_than", "greater_than_equal", "less_than", "less_than_equal"), "change the value"),
+    **dict.fromkeys(("int_parsing", "int_type", "int_from_float"), "write a whole number"),
+    **dict.fromkeys(("float_parsing", "float_type", "finite_number"), "write a number"),
+    **dict.fromkeys(("string_type", "bool_type", "bool_parsing", "dict_type", "list_type", "model_type",
+                     "tuple_type"), "write a value of that type"),
+    "too_short": "add entries",
+    "too_long": "remove entries",
+}
+
+
 def _describe(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid job file"]
     for e in err.errors():
@@ -225,6 +307,8 @@ def _describe(err: ValidationError, source: str) -> str:
             msg = "unknown field; remove it or check its spelling"
         elif e["type"] == "missing":
             msg = "required field is missing; add it"
+        elif e["type"] in _FIXES:
+            msg = f"{msg}; {_FIXES[e['type']]}"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from entgan.config import NAME_HINT, NAME_PATTERN
 from entgan.storage import local_folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -63,8 +65,10 @@ def list_images(root: str | Path) -> dict[str, list[Path]]:
         raise DataError(f"edge data folder {root} does not exist; create it or fix the job's edge data path")
     found = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         if files:
+            if not re.match(NAME_PATTERN, sub.name):  # a type's name becomes a registry model name
+                raise DataError(f"{sub}: type folder name {sub.name!r} is not a safe name; rename the folder: {NAME_HINT}")
             found[sub.name] = files
     return found
 
@@ -77,16 +81,20 @@ def _open_rgb(path: Path, image_size: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode not in ("RGB", "RGBA", "L", "P", "LA", "I;16", "I"):
+            if img.mode not in ("RGB", "RGBA", "L", "P", "LA", "I") and not img.mode.startswith("I;16"):
                 raise DataError(f"{path}: unsupported image mode {img.mode}; save it as 8-bit RGB PNG")
-            if img.mode in ("I;16", "I"):
-                img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).astype(np.uint8))
+            if img.mode == "I" or img.mode.startswith("I;16"):
+                img = Image.fromarray(np.clip(np.asarray(img, dtype=np.float64) / 257, 0, 255).astype(np.uint8))
             rgb = img.convert("RGB")
             if rgb.size != (image_size, image_size):
                 rgb = rgb.resize((image_size, image_size), Image.Resampling.BOX)
             return np.asarray(rgb, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: cannot read image ({err}); remove or replace the file") from None
+    except Image.DecompressionBombError as err:
+        raise DataError(f"{path}: image is too large to decode safely ({err}); downscale it") from None
 
 
 def load_images(files: list[Path], image_size: int) -> torch.Tensor:
@@ -112,7 +120,11 @@ def inspect_edge(edge: str, root: str | Path, holdout_fraction: float, image_siz
     """Count each type's training and held-out images, decoding every file once so that a
     corrupt image is reported now, by name, before any training starts."""
     types = {}
-    for data_type, files in list_images(root).items():
+    found = list_images(root)
+    if not found:
+        raise DataError(f"edge {edge!r}: {root} holds no images; add them as <folder>/<type>/*.png "
+                        "or remove the edge from the job")
+    for data_type, files in found.items():
         for f in files:
             _open_rgb(f, image_size)
         held = len(split(files, holdout_fraction, holdout=True))

@@ -8,6 +8,9 @@ Pure functions and small value types; recording them in MLflow is `entgan.regist
   run is the check period.
 - Stage states: train, eval and deploy each go Waiting -> Ready -> Starting -> Running ->
   Completed, or Failed from any non-terminal state. Changes are appended, never edited.
+  A change that names an edge records that edge's failure; the stage goes on without the edge
+  (the cloud decides whether enough edges answered), so only the cloud's changes (no edge)
+  move the stage's state.
 """
 
 from __future__ import annotations
@@ -146,11 +149,18 @@ class StateChange:
 
 
 def current_states(history: list[StateChange]) -> dict[Stage, State | None]:
-    """The latest state of each stage."""
+    """The latest state of each stage; an edge's own record (`edge` set) does not move it."""
     latest: dict[Stage, State | None] = {s: None for s in Stage}
     for change in sorted(history, key=lambda c: c.at):
-        latest[change.stage] = change.state
+        if change.edge is None:
+            latest[change.stage] = change.state
     return latest
+
+
+def edge_failures(history: list[StateChange], stage: Stage | None = None) -> list[StateChange]:
+    """The edges' failure records (optionally of one stage), oldest first."""
+    return [c for c in sorted(history, key=lambda c: c.at)
+            if c.edge is not None and c.state is State.FAILED and (stage is None or c.stage is stage)]
 
 
 def check_transition(history: list[StateChange], stage: Stage, new: State) -> None:

@@ -12,11 +12,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from entgan.bundle import Bundle, load_bundle
+from entgan.bundle import Bundle, BundleError, load_bundle
 
 CHAMPION = "champion"
 EVALUATOR = "evaluator"
 MODEL_FILE = "model.safetensors"
+
+
+# What MLflow's HTTP client says when no server answers (after its own retries).
+_UNREACHABLE = ("Max retries exceeded", "Failed to establish a new connection", "Connection refused", "timed out")
 
 
 class RegistryError(RuntimeError):
@@ -64,6 +68,11 @@ class TaskLibrary:
                 err.error_code
             ):
                 raise LookupError(str(err)) from None
+            if any(s in err.message for s in _UNREACHABLE):
+                raise RegistryError(
+                    f"MLflow at {self.tracking_uri} is unreachable while trying to {what}; start the server "
+                    "or fix mlflow_tracking_uri in the job file"
+                ) from None
             raise RegistryError(f"MLflow at {self.tracking_uri}: {what} failed ({err.message})") from None
         except OSError as err:  # connection refused, DNS, ...
             raise RegistryError(
@@ -152,8 +161,14 @@ class TaskLibrary:
         tags: dict[str, str],
         description: str = "",
     ) -> Version:
-        """A new version of the type's model from files already logged to `run_id`."""
+        """A new version of the type's model from files already logged to `run_id`.
+
+        Idempotent: if `run_id` already registered `artifact_path` (a retried deploy), that
+        version is returned and no duplicate is created."""
         name = self.model_name(data_type)
+        for existing in self.versions(data_type):
+            if existing.run_id == run_id and existing.tags.get("entgan.artifact_path") == artifact_path:
+                return existing
         try:
             self._call("read model", self.client.get_registered_model, name)
         except LookupError:
@@ -250,13 +265,79 @@ class TaskLibrary:
             return json.loads(Path(local).read_text())
 
     def set_champion(self, data_type: str, version: str) -> None:
-        self._call("set alias", self.client.set_registered_model_alias, self.model_name(data_type), CHAMPION, version)
+        """Point `champion` at `version`, only once the version is READY and its weights download
+        and verify (checksum): the alias never points at a half-written version."""
+        name = self.model_name(data_type)
+        mv = self._call("read version", self.client.get_model_version, name, version)
+        if str(mv.status) != "READY":
+            raise RegistryError(f"{name} v{version} is {mv.status}, not READY; champion not moved, re-run deploy")
+        try:
+            self.load(Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags)))
+        except (LookupError, BundleError) as err:
+            raise RegistryError(f"{name} v{version}: its weights are missing or damaged ({err}); "
+                                "champion not moved, re-run deploy") from None
+        self._call("set alias", self.client.set_registered_model_alias, name, CHAMPION, version)
+
+    def promote(self, data_type: str, version: str, replaces: str | None) -> bool:
+        """Make `version` the champion if the champion is still `replaces` (the version it was
+        gated against; None: there was none). Returns False, moving nothing, if another run
+        changed the champion meanwhile: a stale candidate never replaces a newer champion.
+        Promoting the version that is already champion (a retried deploy) returns True."""
+        current = self.champion(data_type)
+        now = current.version if current else None
+        if now == str(version):
+            return True
+        if now != (str(replaces) if replaces is not None else None):
+            return False
+        self.set_champion(data_type, version)
+        return True
 
     def tag_version(self, data_type: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self._call(
                 "tag version", self.client.set_model_version_tag, self.model_name(data_type), version, key, value
             )
+
+    # ------------------------------------------------------------------ what the MLflow UI shows
+    def describe_model(self, data_type: str, description: str) -> None:
+        """The registered model's description (Markdown), shown on its registry page."""
+        self._call("describe model", self.client.update_registered_model, self.model_name(data_type), description)
+
+    def note_run(self, run_id: str, markdown: str) -> None:
+        """The run's description on its MLflow page (the `mlflow.note.content` tag)."""
+        self._call("describe run", self.client.set_tag, run_id, "mlflow.note.content", markdown)
+
+    def log_bundle(self, run_id: str, tensors: dict, header, artifact_file: str) -> None:
+        """Save a safetensors bundle as an artifact of the run (e.g. `rounds/round-003.safetensors`)."""
+        from entgan.bundle import save_bundle
+
+        folder, name = artifact_file.rsplit("/", 1) if "/" in artifact_file else ("", artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_bundle(Path(tmp) / name, tensors, header)
+            self._call("upload bundle", self.client.log_artifact, run_id, str(Path(tmp) / name), folder or None)
+
+    def run_bundle(self, run_id: str, artifact_file: str) -> Bundle:
+        """Download and verify a bundle that `log_bundle` stored on the run."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return load_bundle(self._call("download bundle", self.client.download_artifacts, run_id, artifact_file, tmp))
+
+    def metric_history(self, run_id: str, suffixes: tuple[str, ...] = ()) -> dict[str, list[tuple[int, float]]]:
+        """{metric key: [(step, value)]} of a run, steps ascending; only keys ending in `.<suffix>`
+        when `suffixes` is given (e.g. ("fid",) for the per-round FID curves)."""
+        run = self._call("read run", self.client.get_run, run_id)
+        keys = [k for k in run.data.metrics if not suffixes or k.rsplit(".", 1)[-1] in suffixes]
+        out = {}
+        for key in sorted(keys):
+            points = self._call("read metric history", self.client.get_metric_history, run_id, key)
+            out[key] = sorted((int(m.step), float(m.value)) for m in points)
+        return out
+
+    def trained_history(self, suffixes: tuple[str, ...], runs: int = 10) -> dict[str, list[tuple[int, float]]]:
+        """The metric history of the job's newest run that trained (it has per-round FID)."""
+        for run in self.recent_runs(runs):
+            if any(k.endswith(".fid") for k in run.data.metrics):
+                return self.metric_history(run.info.run_id, suffixes)
+        return {}
 
 
 STATE_PREFIX = "entgan.state."

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from entgan import strategies
-from entgan.bundle import Bundle, BundleHeader, load_bundle, pack, save_bundle
+from entgan.aggregate import AggregationError, check_update
+from entgan.bundle import Bundle, BundleError, BundleHeader, load_bundle, pack, read_header, save_bundle
 from entgan.config import JobSpec
 from entgan.data import DataError, EdgeReport, inspect_edge, load_edge
 from entgan.evaluate import (
@@ -36,9 +37,14 @@ from entgan.evaluate import (
     save_sample_grid,
     uncertain_count,
 )
+from entgan.report import model_description, run_note, version_description
 from entgan.quality import cas_counts, cas_from_counts, gate_decision, precision_recall, train_cas_classifier
 from entgan.lifecycle import Stage, State, StateChange, current_states, evaluate_trigger, parse_clock
+from entgan.redact import redact
 from entgan.strategies import FEATURES, EdgeUpdate
+
+EDGE_FAILURE = "edge-failure"  # the bundle kind an edge task writes in place of its output when it fails
+TRANSIENT_ERRORS = (ConnectionError, TimeoutError)  # retried in the task before it counts as a failure
 
 
 def log(message: str) -> None:
@@ -74,6 +80,7 @@ class Plan:
     new_samples: dict[str, int] = field(default_factory=dict)
     decision: str = "train"  # or "wait"
     trigger_reason: str = ""
+    failed_edges: dict[str, str] = field(default_factory=dict)  # edge -> why its inspection failed
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
@@ -90,10 +97,17 @@ def _now() -> float:
     return time.time()
 
 
+_PROGRESS = [State.READY, State.STARTING, State.RUNNING, State.COMPLETED]
+
+
 def record(library, run_id: str, stage: Stage, *states: State, detail: str = "") -> None:
-    """Append state changes of one stage to the job's MLflow run, in order."""
+    """Append state changes of one stage to the job's MLflow run, in order. A state the stage
+    has already reached is skipped, so a retried task records nothing twice."""
     at = _now()
+    reached = current_states(library.states(run_id))[stage]
     for i, state in enumerate(states):
+        if state in _PROGRESS and reached in _PROGRESS and _PROGRESS.index(state) <= _PROGRESS.index(reached):
+            continue
         library.record_state(run_id, StateChange(stage, state, at + i * 1e-6, detail))
         log(f"{stage.value} stage: {state.value}{' - ' + detail if detail else ''}")
 
@@ -110,12 +124,82 @@ def recorded_failure(job: JobSpec, kfp_run_id: str, stage: Stage, edge: str | No
             from entgan.registry import library_for
 
             library = library_for(job)
-            change = StateChange(stage, State.FAILED, _now(), "task failed", edge, f"{type(err).__name__}: {err}"[:2000])
+            change = StateChange(stage, State.FAILED, _now(), "task failed", edge,
+                                 redact(f"{type(err).__name__}: {err}")[:2000])
             library.record_state(job_run(library, kfp_run_id), change)
             log(f"{stage.value} stage: Failed{' at ' + edge if edge else ''}: {err}")
         except Exception as record_err:  # noqa: BLE001 - never hide the task's own error
             log(f"could not record the failure in MLflow: {record_err}")
         raise
+
+
+def run_edge_task(job: JobSpec, kfp_run_id: str, stage: Stage, edge: str, output_path: str | Path, work,
+                  round_: int = 0, retries: int = 2, delay: float = 2.0):
+    """Run an edge task's `work()` so that a failing edge does not fail the round; returns what
+    `work()` returned, or None when the edge failed.
+
+    A transient error (connection, timeout) is retried `retries` times with doubling delays.
+    Any other error, or the last transient one, makes the edge's output a failure record (a
+    bundle of kind `edge-failure` naming the edge and the error), records the edge's failure in
+    the stage states, and returns None: the task itself succeeds, and the cloud step that
+    collects the edges' outputs decides whether enough edges answered (`train.min_edges`).
+    A task that is killed (out of memory, node lost) writes nothing; KFP retries it (`set_retry`).
+    """
+    for attempt in range(retries + 1):
+        try:
+            return work()
+        except TRANSIENT_ERRORS as err:
+            if attempt == retries:
+                error = err
+                break
+            log(f"{edge}: transient error ({type(err).__name__}: {redact(str(err))}); "
+                f"retry {attempt + 1}/{retries} in {delay:.0f}s")
+            time.sleep(delay)
+            delay *= 2
+        except Exception as err:  # noqa: BLE001 - every failure of an edge becomes a record
+            error = err
+            break
+    message = redact(f"{type(error).__name__}: {error}")[:2000]
+    save_bundle(output_path, {}, BundleHeader(kind=EDGE_FAILURE, round=round_, edge=edge, extra={"error": message}))
+    where = f"round {round_}" if round_ else ("inspection" if stage is Stage.TRAIN else "evaluation")
+    log(f"{edge}: {where} failed, going on without this edge: {message}")
+    try:
+        from entgan.registry import library_for
+
+        library = library_for(job)
+        change = StateChange(stage, State.FAILED, _now(), f"{where}: edge left out", edge, message)
+        library.record_state(job_run(library, kfp_run_id), change)
+    except Exception as record_err:  # noqa: BLE001 - the failure record above is what counts
+        log(f"could not record the failure in MLflow: {redact(str(record_err))}")
+    return None
+
+
+def split_failures(paths: list[str]) -> tuple[list[Bundle], dict[str, str], dict[str, str]]:
+    """Load the bundles the edges sent: (verified bundles, {edge: its own failure record},
+    {edge: why the cloud refused its bundle}). Both kinds of failure leave that edge out.
+    A refused bundle (checksum, dtypes, finite values) is named by the edge in its header."""
+    bundles, failed, refused = [], {}, {}
+    for p in paths:
+        try:
+            bundle = load_bundle(p)
+        except BundleError as err:
+            header = read_header(p)
+            refused[header.edge if header and header.edge else str(p)] = f"bundle refused: {err}"
+            continue
+        if bundle.header.kind == EDGE_FAILURE:
+            failed[bundle.header.edge or str(p)] = str(bundle.header.extra.get("error", "unknown error"))
+        else:
+            bundles.append(bundle)
+    return bundles, failed, refused
+
+
+def _record_refused(library, run_id: str | None, stage: Stage, refused: dict[str, str], where: str) -> None:
+    """Record edges whose output the cloud refused (their own failures are recorded by them)."""
+    for edge, why in refused.items():
+        log(f"{edge}: {where}: left out: {why}")
+        if library is not None:
+            library.record_state(run_id, StateChange(stage, State.FAILED, _now(), f"{where}: edge left out",
+                                                     edge, why[:2000]))
 
 
 def job_run(library, kfp_run_id: str) -> str:
@@ -143,7 +227,9 @@ def step_create_job(job: JobSpec, kfp_run_id: str, library, snapshot_path: str |
         "trigger": f"{job.trigger.scope} new samples {job.trigger.operator} {job.trigger.threshold}"
         + (f" within {job.trigger.window[0]}-{job.trigger.window[1]}" if job.trigger.window else ""),
     }
-    run_id = library.start_run(f"kfp-{kfp_run_id}", params, {"entgan.kfp_run_id": kfp_run_id})
+    note = (f"EntGAN job `{job.name}`, KFP run `{kfp_run_id}`: {job.train.rounds} rounds of `{job.train.strategy}` "
+            f"on edges {', '.join(job.edge_names)}.")  # the run's description in the MLflow UI
+    run_id = library.start_run(f"kfp-{kfp_run_id}", params, {"entgan.kfp_run_id": kfp_run_id, "mlflow.note.content": note})
     for stage in Stage:
         record(library, run_id, stage, State.WAITING, detail="job created")
     groups, extra = {}, {"evaluator_types": [], "evaluator_version": None}
@@ -273,9 +359,17 @@ def step_plan(
     starting global state: a known type starts from its champion, a new type from the
     champion of its nearest known type (warm start), else from scratch."""
     run_id = job_run(library, kfp_run_id)
-    bundles = sorted((load_bundle(p) for p in report_paths), key=lambda b: b.header.edge)
+    bundles, failed, refused = split_failures(report_paths)
+    _record_refused(library, run_id, Stage.TRAIN, refused, "inspection")
+    failed.update(refused)
+    bundles = sorted(bundles, key=lambda b: b.header.edge)
+    if len(bundles) < job.train.min_edges:
+        reasons = "; ".join(f"{e}: {why}" for e, why in sorted(failed.items()))
+        raise DataError(f"only {len(bundles)} of {len(job.edges)} edges could be inspected, fewer than "
+                        f"train.min_edges={job.train.min_edges} ({reasons}); fix those edges or lower min_edges")
     reports = [EdgeReport.from_json(json.dumps(b.header.extra["report"])) for b in bundles]
     plan = make_plan(job, reports)
+    plan.failed_edges = failed
     last = {t: library.latest_version(t) for t in plan.types}
     trained_before = {t: int(v.tags.get("entgan.train_images", 0)) for t, v in last.items() if v}
     apply_trigger(job, plan, trained_before, now)
@@ -356,7 +450,8 @@ def step_edge_train(
     configure_threads()
     plan = Plan.load(plan_path)
     types = plan.assignments.get(edge, [])
-    data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size, holdout=False)
+    data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size,
+                     holdout=False) if types else {}  # an edge left out at inspection sends an empty update
     state = _load_state(state_path)
     started = time.perf_counter()
     update = strategies.edge_round(
@@ -368,6 +463,7 @@ def step_edge_train(
         job.eval,
         round_=round_,
         on_type=lambda t: log(f"{edge} round {round_}/{job.train.rounds}: training {t} ({len(data[t])} images)"),
+        on_step=lambda t, step, steps, losses: _log_step(edge, round_, job.train.rounds, t, step, steps, losses),
     )
     header = BundleHeader(
         kind="edge-update",
@@ -379,6 +475,14 @@ def step_edge_train(
     save_bundle(update_path, pack(update.groups), header)
     log(f"{edge} round {round_}: sent {sorted(update.groups)} in {time.perf_counter() - started:.1f}s")
     return update
+
+
+def _log_step(edge: str, round_: int, rounds: int, data_type: str, step: int, steps: int,
+              losses: dict[str, float]) -> None:
+    """A progress line four times per type and round (`entgan run` turns them into a bar)."""
+    if step * 4 // steps > (step - 1) * 4 // steps:  # at 25, 50, 75 and 100 %
+        log(f"{edge} round {round_}/{rounds}: {data_type} step {step}/{steps} "
+            f"(D loss {losses['d_loss']:.2f}, G loss {losses['g_loss']:.2f})")
 
 
 def step_aggregate(
@@ -398,24 +502,48 @@ def step_aggregate(
     run_id = job_run(library, kfp_run_id) if library is not None else None
     if library is not None and round_ == 1:
         record(library, run_id, Stage.TRAIN, State.RUNNING, detail="edge updates of round 1 arrived")
-    updates = []
-    for p in update_paths:
-        bundle = load_bundle(p)  # verifies checksum and finite values
-        h = bundle.header
-        if h.kind != "edge-update" or h.round != round_:
-            raise ValueError(f"{p}: expected an edge update of round {round_}, got {h.kind} round {h.round}")
-        updates.append(EdgeUpdate(h.edge or "?", bundle.groups(), h.num_examples, h.extra.get("losses", {})))
     state = _load_state(state_path)
+    bundles, failed, refused = split_failures(update_paths)  # verifies checksum, dtypes, finite values
+    updates = []
+    for bundle in bundles:
+        h = bundle.header
+        problem = (f"expected an edge update of round {round_}, got {h.kind} round {h.round}"
+                   if h.kind != "edge-update" or h.round != round_ else check_update(bundle.groups(), state))
+        if problem:
+            refused[h.edge or "?"] = f"update refused: {problem}"
+        else:
+            updates.append(EdgeUpdate(h.edge or "?", bundle.groups(), h.num_examples, h.extra.get("losses", {})))
+    _record_refused(library, run_id, Stage.TRAIN, refused, f"round {round_}")
+    failed.update(refused)
+    usable = [u for u in updates if u.num_examples]
+    if len(usable) < job.train.min_edges:
+        reasons = "; ".join(f"{e}: {why}" for e, why in sorted(failed.items())) or "no edge holds a type to train"
+        raise AggregationError(
+            f"round {round_}: {len(usable)} usable edge update(s), fewer than train.min_edges="
+            f"{job.train.min_edges} ({reasons}); nothing is aggregated or registered: fix those edges "
+            "or lower train.min_edges, then re-run"
+        )
     started = time.perf_counter()
     new_state, metrics = strategies.cloud_round(state, updates, job.train, round_=round_)
     metrics["cloud_seconds"] = time.perf_counter() - started
+    metrics["failed_edges"] = float(len(failed))
     _save_state(out_state_path, new_state, round_, plan.types, {"metrics": metrics})
     if library is not None:
         library.log_metrics(run_id, metrics, step=round_)
+        # Each round's generators, for the FID-per-round curves that evaluation draws.
+        library.log_bundle(run_id, pack({f"{t}/G": new_state[f"{t}/G"] for t in plan.types}),
+                           BundleHeader(kind="round-generators", round=round_), round_file(round_))
         if round_ == job.train.rounds:
             record(library, run_id, Stage.TRAIN, State.COMPLETED, detail=f"{round_} rounds")
-    log(f"round {round_}/{job.train.rounds} aggregated from {len(updates)} edge(s) ({job.train.strategy})")
+    left_out = f"; left out: {', '.join(sorted(failed))}" if failed else ""
+    log(f"round {round_}/{job.train.rounds} aggregated from {len(updates)} edge(s) ({job.train.strategy}, "
+        f"{job.train.aggregation}){left_out}")
     return metrics
+
+
+def round_file(round_: int) -> str:
+    """Where the job's MLflow run keeps the global generators after `round_`."""
+    return f"rounds/round-{round_:03d}.safetensors"
 
 
 # ---------------------------------------------------------------- evaluation
@@ -469,7 +597,8 @@ def step_edge_eval(
     configure_threads()
     plan = Plan.load(plan_path)
     types = plan.assignments.get(edge, [])
-    data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size, holdout=True)
+    data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size,
+                     holdout=True) if types else {}
     net = strategies.load_feature_net(_load_state(state_path), len(plan.evaluator_types), job.train, job.eval)
     kit = load_bundle(kit_path)
     classifiers = {name: _cas_classifier(kit, name, job, plan.types) for name in ("candidate", "baseline")}
@@ -509,8 +638,11 @@ def step_evaluate(
     features: dict[str, list[torch.Tensor]] = {}
     accuracy: dict[str, list[tuple[float, int]]] = {}
     cas: dict[str, dict[str, list[tuple[int, int]]]] = {}
-    for p in stats_paths:
-        bundle = load_bundle(p)
+    bundles, failed, refused = split_failures(stats_paths)
+    if library is not None:
+        _record_refused(library, job_run(library, kfp_run_id), Stage.EVAL, refused, "evaluation")
+    failed.update(refused)
+    for bundle in bundles:
         for t, n in bundle.header.num_examples.items():
             per_type.setdefault(t, []).append(FeatureStats.from_tensors(bundle.tensors, t))
             features.setdefault(t, []).append(bundle.tensors[f"{t}/features"])
@@ -522,7 +654,9 @@ def step_evaluate(
     report, real_tensors = {}, {}
     for t in plan.types:
         if t not in per_type:
-            raise ValueError(f"no edge sent held-out statistics for type {t!r}")
+            left_out = f" (left out: {'; '.join(f'{e}: {w}' for e, w in sorted(failed.items()))})" if failed else ""
+            raise ValueError(f"no edge sent held-out statistics for type {t!r}{left_out}; fix the edges "
+                             "that hold it and re-run")
         real = merge_stats(per_type[t])
         real_features = torch.cat(features[t])
         real_tensors.update(real.as_tensors(f"stats/{t}"))
@@ -542,9 +676,35 @@ def step_evaluate(
     save_bundle(real_stats_path, real_tensors, BundleHeader(kind="feature-stats", extra={"types": plan.types}))
     if library is not None:
         run_id = job_run(library, kfp_run_id)
-        library.log_metrics(run_id, {f"{t}.{k}": v for t, r in report.items() for k, v in r.items()})
+        # `<type>.fid` is logged as a curve (one value per round) by _log_fid_per_round.
+        library.log_metrics(run_id, {f"{t}.{k}": v for t, r in report.items() for k, v in r.items() if k != "fid"})
+        _log_fid_per_round(job, library, run_id, net, per_type, report)
         record(library, run_id, Stage.EVAL, State.COMPLETED, detail=f"{len(report)} type(s) scored")
     return report
+
+
+def _log_fid_per_round(job: JobSpec, library, run_id: str, net, per_type: dict[str, list[FeatureStats]],
+                       report: dict[str, dict[str, float]]) -> None:
+    """Log `<type>.fid` with step=round so that MLflow draws a curve: step 0 is the starting
+    generator, step r the global generator after round r (as `step_aggregate` stored it), each
+    scored like the final one, on the merged held-out statistics under the final feature network."""
+    from entgan.registry import RegistryError
+
+    library.log_metrics(run_id, {f"{t}.fid": r["baseline_fid"] for t, r in report.items()}, step=0)
+    for round_ in range(1, job.train.rounds + 1):
+        if round_ == job.train.rounds:  # the final generators: already scored
+            library.log_metrics(run_id, {f"{t}.fid": r["fid"] for t, r in report.items()}, step=round_)
+            break
+        try:
+            state = library.run_bundle(run_id, round_file(round_)).groups()
+        except (LookupError, RegistryError):  # a round that stored no generators: a gap in the curve
+            continue
+        values = {}
+        for t in report:
+            rng = torch.Generator().manual_seed(job.train.seed)
+            fakes = strategies.load_generator(state, t, job.train).sample(job.eval.num_generated, generator=rng)
+            values[f"{t}.fid"] = fid_from_stats(net, merge_stats(per_type[t]), fakes)
+        library.log_metrics(run_id, values, step=round_)
 
 
 def _scores(job: JobSpec, net, generator, real: FeatureStats, real_features: torch.Tensor, prefix: str) -> dict:
@@ -614,15 +774,26 @@ def step_deploy(
             "entgan.baseline_fid": f"{r['baseline_fid']:.4f}",
             "entgan.parent_version": plan.start.get(t) or "",
             "entgan.parent_task": f"{parent['type']} v{parent['version']}" if parent else "",
+            # Lineage as a registry address: the model version this one started from.
+            "entgan.parent_model": f"{library.model_name(parent['type'])}/{parent['version']}" if parent else
+            (f"{library.model_name(t)}/{plan.start[t]}" if plan.start.get(t) else ""),
             "entgan.kfp_run_id": kfp_run_id,
             "entgan.mlflow_run_id": run_id,
             "entgan.gate": "promoted" if promote else "rejected",
             "entgan.gate_reason": reason,
         }
-        version = library.register(t, run_id, f"tasks/{t}", tags, description=reason)
-        if promote:
-            library.set_champion(t, version.version)
-        champion = version.version if promote else plan.start.get(t)
+        info = {**r, "promoted": promote, "reason": reason, "parent_version": plan.start.get(t),
+                "parent_task": tags["entgan.parent_task"]}
+        description = version_description(t, info, job.name, job.train.strategy, job.train.rounds, edges, kfp_run_id)
+        version = library.register(t, run_id, f"tasks/{t}", tags, description=description)
+        if promote and not library.promote(t, version.version, replaces=plan.start.get(t)):
+            # Another run moved the champion after this one planned: a stale candidate never replaces it.
+            promote = False
+            reason += "; the champion changed since this run started: kept it (re-run to compare against it)"
+            library.tag_version(t, version.version, {"entgan.gate": "rejected", "entgan.gate_reason": reason})
+        current = library.champion(t)
+        champion = current.version if current else None
+        library.describe_model(t, model_description(t, job.name, edges, champion, {**info, "version": version.version}))
         log(f"{t}: version {version.version} {'promoted' if promote else 'kept out'}: {reason}")
         summary["types"][t] = {**r, "version": version.version, "champion": champion,
                                "parent_version": plan.start.get(t), "parent_task": tags["entgan.parent_task"],
@@ -632,6 +803,7 @@ def step_deploy(
     summary["uncertain"] = plan.uncertain
     Path(summary_path).write_text(json.dumps(summary, indent=2, sort_keys=True))
     library.log_json(run_id, summary, "summary.json")
+    library.note_run(run_id, run_note(summary, job.train.strategy, job.train.rounds))
     record(library, run_id, Stage.DEPLOY, State.COMPLETED,
            detail=", ".join(f"{t} v{i['champion']}" for t, i in summary["types"].items()))
     return summary
@@ -659,10 +831,14 @@ def step_finish(job: JobSpec, kfp_run_id: str, pipeline_state: str, error: str, 
         log(f"no MLflow run for KFP run {kfp_run_id}; pipeline {pipeline_state}: {error}")
         return
     if pipeline_state not in ("SUCCEEDED", "SUCCESS"):
+        # The first stage that is not Completed is where the run stopped (a killed edge task, a
+        # failure before any stage started); a stage already Failed was recorded by its task.
         current = current_states(library.states(run_id))
         for stage in Stage:
-            if current[stage] in (State.READY, State.STARTING, State.RUNNING):
-                record(library, run_id, stage, State.FAILED, detail=f"pipeline {pipeline_state}: {error}"[:2000])
+            if current[stage] in (State.WAITING, State.READY, State.STARTING, State.RUNNING):
+                record(library, run_id, stage, State.FAILED,
+                       detail=redact(f"pipeline {pipeline_state}: {error}")[:2000])
+            if current[stage] is not State.COMPLETED:
                 break
     library.end_run(run_id, "FINISHED" if pipeline_state in ("SUCCEEDED", "SUCCESS") else "FAILED")
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from entgan.aggregate import AggregationError, StateDict, fedavg
+from entgan.aggregate import AggregationError, StateDict, aggregate
 from entgan.config import EvalSpec, TrainSpec
 from entgan.models import Discriminator, FeatureNet, Generator
 from entgan.train import train_features, train_generator, train_local
@@ -130,8 +130,10 @@ def edge_round(
     *,
     round_: int,
     on_type: Callable[[str], None] | None = None,
+    on_step: Callable[[str, int, int, dict[str, float]], None] | None = None,
 ) -> EdgeUpdate:
-    """One edge's work in one round, for every type it holds (`data`: type -> real images)."""
+    """One edge's work in one round, for every type it holds (`data`: type -> real images).
+    `on_type(type)` is called as a type starts, `on_step(type, step, steps, losses)` after each step."""
     update = EdgeUpdate(edge=edge, groups={}, num_examples={})
     for i, (data_type, images) in enumerate(sorted(data.items())):
         if on_type:
@@ -149,6 +151,7 @@ def edge_round(
             mu=train.mu if train.strategy == "entgan" else 0.0,  # the lifelong optimizer
             anchor=anchor,
             seed=stable_seed(train.seed, edge, data_type, round_),
+            progress=(lambda step, steps, losses, t=data_type: on_step(t, step, steps, losses)) if on_step else None,
         )
         nets = {"G": result.generator, "D": result.discriminator}
         update.groups.update({f"{data_type}/{net}": state for net, state in nets.items()})
@@ -197,9 +200,9 @@ def cloud_round(
         senders = [u for u in contributing if data_type in u.num_examples]
         if not senders:
             continue
-        d_state = fedavg([(u.groups[f"{data_type}/D"], u.num_examples[data_type]) for u in senders])
+        d_state = _combine(global_state, f"{data_type}/D", [(u, data_type) for u in senders], train)
         new_state[f"{data_type}/D"] = d_state
-        g_state = fedavg([(u.groups[f"{data_type}/G"], u.num_examples[data_type]) for u in senders])
+        g_state = _combine(global_state, f"{data_type}/G", [(u, data_type) for u in senders], train)
         if train.strategy == "entgan":  # the global G update: G against the aggregated D, no real data
             g_state, g_loss = train_generator(
                 _load_generator_state(g_state, train),
@@ -215,10 +218,18 @@ def cloud_round(
         metrics[f"{data_type}.num_examples"] = float(sum(u.num_examples[data_type] for u in senders))
         for key in ("d_loss", "g_loss"):
             metrics[f"{data_type}.edge_{key}"] = sum(u.losses[data_type][key] for u in senders) / len(senders)
-    feature_updates = [(u.groups[FEATURES], u.num_examples[FEATURES]) for u in contributing if FEATURES in u.groups]
-    if feature_updates:
-        new_state[FEATURES] = fedavg(feature_updates)
+    feature_senders = [(u, FEATURES) for u in contributing if FEATURES in u.groups]
+    if feature_senders:
+        new_state[FEATURES] = _combine(global_state, FEATURES, feature_senders, train)
     return new_state, metrics
+
+
+def _combine(global_state: dict[str, StateDict], group: str, senders: list[tuple[EdgeUpdate, str]],
+             train: TrainSpec) -> StateDict:
+    """One network's aggregation with the job's method (train.aggregation, clip_norm, trim_fraction)."""
+    results = [(u.groups[group], u.num_examples[count_key]) for u, count_key in senders]
+    return aggregate(results, global_state[group], method=train.aggregation, clip_norm=train.clip_norm,
+                     trim_fraction=train.trim_fraction)
 
 
 def train_centralized(

@@ -42,3 +42,64 @@ def test_proximal_term_is_half_squared_distance():
         model.weight.copy_(torch.tensor([[1.0, 2.0]]))
     anchor = {"weight": torch.tensor([[0.0, 0.0]])}
     assert proximal_term(model, anchor).item() == pytest.approx(2.5)
+
+
+# ---------------------------------------------------------------- robust aggregation
+
+from entgan.aggregate import aggregate, check_update, clip_updates, median, trimmed_mean  # noqa: E402
+
+
+def _updates(*values):
+    return [({"w": torch.tensor([float(v), -float(v)]), "n": torch.tensor(1)}, 1) for v in values]
+
+
+def test_median_and_trimmed_mean_ignore_one_outlier_out_of_four():
+    # Prepare: three honest updates and one scaled far away
+    results = _updates(1, 2, 3, 1000)
+    # Execute / Assert: the middle two values (2, 3) decide; FedAvg is dragged away
+    assert torch.allclose(median(results)["w"], torch.tensor([2.5, -2.5]))
+    assert torch.allclose(trimmed_mean(results, 0.25)["w"], torch.tensor([2.5, -2.5]))
+    assert fedavg(results)["w"][0] > 200
+    assert median(_updates(1, 2, 9))["w"][0] == 2  # odd count: the middle value
+
+
+def test_clipping_bounds_each_update_to_the_median_norm():
+    # Prepare: updates around a zero reference with norms 1, 2 and 100 (times sqrt 2)
+    reference = {"w": torch.zeros(2), "n": torch.tensor(0)}
+    clipped, norms = clip_updates(_updates(1, 2, 100), reference, "median")
+    # Assert: the large update is scaled down to the median norm, the others keep theirs
+    assert [round(n / 2**0.5, 3) for n in norms] == [1.0, 2.0, 100.0]
+    assert torch.allclose(clipped[2][0]["w"], torch.tensor([2.0, -2.0]))
+    assert torch.allclose(clipped[0][0]["w"], torch.tensor([1.0, -1.0]))
+    fixed, _ = clip_updates(_updates(3), reference, 1.0)
+    assert torch.allclose(fixed[0][0]["w"].norm(), torch.tensor(1.0))
+
+
+def test_robust_aggregation_drops_non_finite_updates_and_fedavg_does_not():
+    reference = {"w": torch.zeros(2), "n": torch.tensor(0)}
+    poisoned = _updates(1, 2, 3) + [({"w": torch.tensor([float("nan"), 1.0]), "n": torch.tensor(1)}, 1)]
+    assert torch.isfinite(aggregate(poisoned, reference, method="median", clip_norm="median")["w"]).all()
+    assert torch.isnan(aggregate(poisoned, reference, method="fedavg")["w"]).any()
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: aggregate(_updates(1), {"w": torch.zeros(2)}, method="krum"), "unknown aggregation 'krum'"),
+        (lambda: trimmed_mean(_updates(1, 2), 0.5), "trim_fraction is 0.5"),
+        (lambda: clip_updates([], {"w": torch.zeros(2)}, 1.0), "no updates arrived"),
+        (lambda: clip_updates(_updates(1), {"w": torch.zeros(3), "n": torch.tensor(0)}, 1.0), "w is (2,)"),
+    ],
+)
+def test_robust_aggregation_fails_loudly(call, message):
+    with pytest.raises(AggregationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call()
+
+
+def test_check_update_names_what_does_not_fit_the_global_state():
+    reference = {"box/G": {"w": torch.zeros(2)}}
+    assert check_update({"box/G": {"w": torch.ones(2)}}, reference) is None
+    assert check_update({"box/D": {"w": torch.ones(2)}}, reference) == "unknown network 'box/D'"
+    assert "missing ['w']" in check_update({"box/G": {"v": torch.ones(2)}}, reference)
+    assert "box/G/w is (3,)" in check_update({"box/G": {"w": torch.ones(3)}}, reference)
+    assert "NaN or infinite" in check_update({"box/G": {"w": torch.tensor([1.0, float("inf")])}}, reference)

@@ -34,6 +34,9 @@ def test_run_with_corrupt_image_fails_naming_the_file(demo_edges, tmp_path, caps
     assert main(["run", str(path)]) != 0
     out = capsys.readouterr()
     assert "broken.png: cannot read image" in out.out + out.err
+    # One line naming the failed task and its own error; the traceback only with --debug.
+    assert out.err.startswith("error: task '") and " failed: " in out.err and out.err.count("\n") == 1
+    assert "Traceback" not in out.out + out.err
     # Nothing was registered: the run stopped at inspection, before training.
     assert not (tmp_path / "state" / "mlartifacts").exists()
 

@@ -4,7 +4,9 @@ lifelong story. Then the task library is checked.
 Real parts only: the KFP compiler and local runner, an embedded MLflow (SQLite) store.
 """
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -119,3 +121,38 @@ def test_generate_writes_images_from_the_champions(runs, tmp_path):
     with Image.open(written["pillar"][0]) as img:
         assert img.size == (16, 16) and img.mode == "RGB"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["box", "pillar"]
+
+
+def test_what_users_see_of_a_run(runs):
+    """MLflow: FID per round as a curve, descriptions, lineage; KFP: metrics and the HTML report;
+    the figures `make run` writes."""
+    job, first, second, _ = runs
+    client = _client(job)
+    for t in TYPES:
+        history = sorted((m.step, m.value) for m in client.get_metric_history(first["mlflow_run_id"], f"{t}.fid"))
+        assert [s for s, _ in history] == list(range(job.train.rounds + 1))
+        assert history[0][1] == pytest.approx(first["types"][t]["baseline_fid"], rel=1e-6)
+        assert history[-1][1] == pytest.approx(first["types"][t]["fid"], rel=1e-6)
+        mv = client.get_model_version(f"entgan-tiny-{t}", "2")
+        assert f"**{t}**" in mv.description and "Gate:" in mv.description and second["kfp_run_id"] in mv.description
+        assert mv.tags["entgan.parent_model"] == f"entgan-tiny-{t}/1"  # lineage: the version it started from
+        model = client.get_registered_model(f"entgan-tiny-{t}")
+        assert "held by edges" in model.description and "champion" in model.description
+    pillar = client.get_model_version("entgan-tiny-pillar", "1").tags["entgan.parent_model"]
+    assert pillar.startswith("entgan-tiny-") and pillar.endswith("/1")
+    run = client.get_run(second["mlflow_run_id"])
+    assert "| pillar |" in run.data.tags["mlflow.note.content"]
+    # The KFP side: the deploy task's HTML report (grids inline) and the edges' metrics artifacts.
+    pipeline_root = Path(job.state_dir) / "kfp"
+    reports = sorted(pipeline_root.glob("*/deploy/run_report"))
+    assert len(reports) == 2  # the waiting run deploys nothing
+    page = reports[-1].read_text()
+    assert page.count("data:image/png;base64,") == 5 and "Round by round" in page
+    outputs = [json.loads(p.read_text()) for p in pipeline_root.glob("*/*/train-edge*/executor_output.json")]
+    edge_metrics = [o["artifacts"]["metrics"]["artifacts"][0]["metadata"] for o in outputs]
+    assert len(edge_metrics) == 2 * job.train.rounds * len(job.edges)
+    assert all(any(k.endswith(".d_loss") for k in m) and any(k.endswith(".images") for k in m) for m in edge_metrics)
+    # `make run`'s figures: real vs generated per type, FID per round.
+    for path in first["figures"].values():
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.width > 300

@@ -199,3 +199,14 @@ def test_a_type_without_champion_is_named_and_nothing_is_written(store, tmp_path
     assert not (tmp_path / "out").exists()
     with pytest.raises(LookupError, match="job 'empty' has no champion of any type"):
         generate_from_library(_library(store, "empty"), TRAIN, None, 2, tmp_path / "out")
+
+
+def test_png_bytes_round_trip_exactly_through_pil():
+    from io import BytesIO
+
+    from entgan.generate import png_bytes
+
+    tile = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)  # odd sizes, all values
+    with Image.open(BytesIO(png_bytes(tile))) as img:
+        assert (img.format, img.mode, img.size) == ("PNG", "RGB", (7, 5))
+        assert np.array_equal(np.asarray(img), tile)

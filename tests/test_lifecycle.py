@@ -110,6 +110,9 @@ def test_failure_path_records_edge_and_error_and_can_repeat():
     log.advance(Stage.TRAIN, State.WAITING, State.READY, State.STARTING, State.RUNNING, at=0)
     log.append(_change("train", "Failed", 5, edge="edge-2", error="OSError: disk"))
     log.append(_change("train", "Failed", 6, edge="edge-3", error="killed"))  # a second edge
+    # An edge's failure is recorded but does not end the stage: the round goes on without it.
+    assert current_states(log.history)[Stage.TRAIN] is State.RUNNING
+    log.append(_change("train", "Failed", 7, error="round 1: fewer than train.min_edges updates"))
     assert current_states(log.history)[Stage.TRAIN] is State.FAILED
-    restored = StateChange.from_json(log.history[-2].to_json())
+    restored = StateChange.from_json(log.history[-3].to_json())
     assert restored.edge == "edge-2" and restored.error == "OSError: disk" and restored.state is State.FAILED

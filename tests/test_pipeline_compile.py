@@ -114,3 +114,25 @@ def test_job_is_the_pipeline_parameter(compiled):
 def test_demo_job_compiles_from_the_file(tmp_path):
     path = compile_job(load_job(REPO / "jobs" / "demo.yaml"), tmp_path / "demo.yaml")
     assert path.stat().st_size > 10_000
+
+
+def test_kubeflow_ui_names_documents_and_visualizes(compiled):
+    job, doc, *_ = compiled
+    # The pipeline parameter is documented on the run page.
+    assert "JobSpec" in doc["root"]["inputDefinitions"]["parameters"]["job_json"]["description"]
+    dags = [doc["root"]["dag"]] + [c["dag"] for c in doc["components"].values() if "dag" in c]
+    tasks = {key: t for dag in dags for key, t in dag["tasks"].items()}
+    names = {key: t["taskInfo"]["name"] for key, t in tasks.items()}
+    assert names["aggregate-2"] == "aggregate round 2" and names["train-edge-3"] == "train round 3 (each edge)"
+    assert names["inspect-edge"] == "inspect edge (each edge)" and names["deploy"] == "deploy"
+    # Loops keep KFP's own names: `ParallelFor(name=...)` + `Collected` breaks on the KFP backend
+    # (kubeflow/pipelines#13239).
+    for key, task in tasks.items():
+        if "parameterIterator" in task:
+            assert task["taskInfo"]["name"] == key, key
+    # Metrics (per type FID, precision, recall, CAS, losses) and the HTML report reach the run page.
+    outputs = {name: c.get("outputDefinitions", {}).get("artifacts", {}) for name, c in doc["components"].items()}
+    kinds = {name: {k: v["artifactType"]["schemaTitle"] for k, v in arts.items()} for name, arts in outputs.items()}
+    assert kinds["comp-train-edge"]["metrics"] == "system.Metrics"
+    assert kinds["comp-aggregate"]["metrics"] == kinds["comp-evaluate"]["metrics"] == "system.Metrics"
+    assert kinds["comp-deploy"]["metrics"] == "system.Metrics" and kinds["comp-deploy"]["run_report"] == "system.HTML"

@@ -294,3 +294,20 @@ def test_a_candidate_worse_on_fid_is_never_promoted():
     for candidate, champion, rules in _sweep(60):
         promote, reasons = gate_decision(candidate, champion, rules)
         assert not promote, (candidate, champion, rules, reasons)
+
+
+def test_augment_flips_and_shifts_but_keeps_content():
+    from entgan.quality import augment
+
+    torch.manual_seed(0)
+    flat = torch.full((6, 3, 16, 16), 0.25)
+    assert torch.equal(augment(flat, torch.Generator().manual_seed(1)), flat)  # edges replicated, nothing invented
+    images = torch.rand(64, 3, 16, 16) * 2 - 1
+    out = augment(images, torch.Generator().manual_seed(1))
+    assert out.shape == images.shape
+    assert not torch.equal(out, images)
+    # every output is its input, maybe mirrored, moved by at most 1 pixel (16 // 10): the centre survives
+    for x, y in zip(images, out):
+        centres = [x[:, 4:12, 4:12], x.flip(2)[:, 4:12, 4:12]]
+        assert any(torch.equal(y[:, 4 + dy : 12 + dy, 4 + dx : 12 + dx], c)
+                   for c in centres for dy in (-1, 0, 1) for dx in (-1, 0, 1))

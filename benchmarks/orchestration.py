@@ -1,0 +1,179 @@
+"""Figure 4 — orchestration overhead: `entgan run` (kfp.local) vs the same steps in-process.
+
+Both sides run the same job on the demo's edges (4; 2 in quick mode) with a fresh task library:
+- pipeline: `entgan run JOB` as a child process, exactly as a user runs it (compile, then one
+  subprocess per task, two edge tasks at once). Wall time, and the CPU time of it and all its
+  children (`RUSAGE_CHILDREN`).
+- in-process: the `entgan.steps` functions the components call, in pipeline order, in this
+  process (imports done beforehand), each timed.
+
+Every task is held to one torch thread on both sides (OMP_NUM_THREADS=1, ENTGAN_NUM_THREADS=1),
+so CPU seconds compare like for like. Figures: pipeline wall / in-process wall sum (the issue's
+figure, target <= 1.15), pipeline wall / in-process makespan (the same steps scheduled two edge
+tasks at a time, as kfp.local does), pipeline CPU / in-process CPU, and the overhead per task.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from benchmarks.common import Clock, Settings, bench_job, demo_edges, edge_split, pipeline_sections
+
+OVERHEAD_TARGET = 1.15
+PARALLEL_EDGE_TASKS = 2  # kfp.local runs at most two iterations of a ParallelFor at once
+
+
+def _edge_stage(times: list[float]) -> float:
+    """Makespan of a ParallelFor stage: tasks start in order on PARALLEL_EDGE_TASKS slots."""
+    slots = [0.0] * PARALLEL_EDGE_TASKS
+    for t in times:
+        i = slots.index(min(slots))
+        slots[i] += t
+    return max(slots)
+
+
+def in_process(job) -> dict:
+    """The pipeline's steps in one process, in order; per step CPU and wall seconds."""
+    from entgan import steps
+    from entgan.registry import library_for
+
+    run_id, folder = "in-process-1", Path(job.state_dir) / "files"
+    folder.mkdir(parents=True, exist_ok=True)
+    f = lambda name: str(folder / name)  # noqa: E731
+    timings: list[dict] = []
+
+    def timed(name: str, stage: str, fn, *args):
+        clock = Clock()
+        out = fn(*args)
+        cpu, wall = clock.lap()
+        timings.append({"task": name, "stage": stage, "cpu_s": cpu, "wall_s": wall})
+        return out
+
+    def create_job():  # in-process the task library is opened once, here
+        library = library_for(job)
+        steps.step_create_job(job, run_id, library, f("snapshot"))
+        return library
+
+    library = timed("create job", "cloud", create_job)
+    edges = job.edge_names
+    for e in edges:
+        timed(f"inspect {e}", "inspect", steps.step_inspect, job, e, f(f"report-{e}"), f("snapshot"))
+    timed("plan", "cloud", steps.step_plan, job, [f(f"report-{e}") for e in edges], f("snapshot"), f("plan"),
+          f("state-0"), library, run_id)
+    for r in range(1, job.train.rounds + 1):
+        for e in edges:
+            timed(f"train {e} r{r}", f"train-{r}", steps.step_edge_train, job, e, f("plan"), f(f"state-{r - 1}"), r,
+                  f(f"update-{e}-{r}"))
+        timed(f"aggregate r{r}", "cloud", steps.step_aggregate, job, f("plan"), f(f"state-{r - 1}"),
+              [f(f"update-{e}-{r}") for e in edges], r, f(f"state-{r}"), library, run_id)
+    last = f(f"state-{job.train.rounds}")
+    timed("prepare eval", "cloud", steps.step_prepare_eval, job, f("plan"), f("state-0"), last, f("kit"), library,
+          run_id)
+    for e in edges:
+        timed(f"eval {e}", "eval", steps.step_edge_eval, job, e, f("plan"), last, f("kit"), f(f"stats-{e}"))
+    timed("evaluate", "cloud", steps.step_evaluate, job, f("plan"), f("state-0"), last,
+          [f(f"stats-{e}") for e in edges], f("report.json"), f("real-stats"), library, run_id)
+    timed("deploy", "cloud", steps.step_deploy, job, f("plan"), last, f("report.json"), f("real-stats"), run_id,
+          f("summary.json"), folder / "samples", library)
+    timed("finish", "cloud", steps.step_finish, job, run_id, "SUCCEEDED", "", library)
+    makespan = 0.0
+    stages: dict[str, list[float]] = {}
+    for t in timings:
+        if t["stage"] == "cloud":
+            makespan += t["wall_s"]
+        else:
+            stages.setdefault(t["stage"], []).append(t["wall_s"])
+    makespan += sum(_edge_stage(s) for s in stages.values())
+    return {"tasks": timings, "cpu_s": sum(t["cpu_s"] for t in timings),
+            "wall_s": sum(t["wall_s"] for t in timings), "makespan_s": makespan}
+
+
+def pipeline(job, job_file: Path) -> dict:
+    """`entgan run JOB` in a child process; wall time and CPU time of it and its children."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ENTGAN_NUM_THREADS": "1"}
+    entgan = Path(sys.executable).with_name("entgan")
+    command = [str(entgan) if entgan.exists() else sys.executable, *([] if entgan.exists() else
+               ["-m", "entgan.cli"]), "run", str(job_file)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=job_file.parent)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        raise RuntimeError(f"entgan run {job_file} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    tasks = out.stdout.count("finished with status")
+    return {"wall_s": wall, "cpu_s": cpu, "tasks": tasks, "stdout_tail": out.stdout[-1500:]}
+
+
+# What every task process pays before its step starts, measured as the CPU time of a fresh
+# interpreter doing only that (each line includes the ones above it that it needs).
+STARTUP = {
+    "python": "pass",
+    "kfp executor (python -m kfp.dsl.executor_main)": "import kfp.dsl.executor_main",
+    "torch (every step imports entgan.steps)": "import entgan.steps",
+    "MLflow client (cloud tasks: import + open the store)": (
+        "import sys; from entgan.config import JobSpec; from entgan.registry import library_for; "
+        "library_for(JobSpec.model_validate_json(open(sys.argv[1]).read())).champion('box')"),
+}
+
+
+def startup_costs(job) -> dict[str, float]:
+    """CPU seconds of each kind of per-task start-up work (see STARTUP), in fresh processes."""
+    job_json = Path(job.state_dir) / "job.json"
+    job_json.write_text(job.model_dump_json())
+    costs = {}
+    for name, code in STARTUP.items():
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", code, str(job_json)], check=True, capture_output=True,
+                       cwd=Path(__file__).resolve().parents[1])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        costs[name] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return costs
+
+
+def run(settings: Settings, workdir: Path) -> dict:
+    split = edge_split(settings.pipeline_edges)
+    root = workdir / f"edges-{settings.pipeline_edges}"
+    demo_edges(root, split, settings)
+    train, evaluation = pipeline_sections(settings)
+    piped = bench_job("orchestration", root, list(split), workdir / "pipeline-state", train, evaluation)
+    job_file = workdir / "orchestration.yaml"
+    job_file.write_text(yaml.safe_dump(piped.model_dump(mode="json")))
+    local = bench_job("orchestration", root, list(split), workdir / "inprocess-state", train, evaluation)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        inproc = in_process(local)
+    finally:
+        torch.set_num_threads(threads)
+    piped_run = pipeline(piped, job_file)
+    startup = startup_costs(piped)  # after the run: its task library exists, as for a cloud task
+    tasks = piped_run["tasks"] or len(inproc["tasks"])
+    ratio = piped_run["wall_s"] / inproc["wall_s"]
+    return {
+        "what": "kfp.local pipeline wall time vs the same steps' compute in-process",
+        "how": "same job both ways, fresh task library each; one torch thread per task on both sides; "
+               "pipeline = `entgan run` as a child process (2 edge tasks at once); in-process = the "
+               "entgan.steps functions in pipeline order; makespan = in-process times scheduled 2 edge tasks "
+               "at a time",
+        "job": {"train": train, "eval": evaluation, "edges": len(split)},
+        "pipeline": piped_run,
+        "in_process": inproc,
+        "ratio_wall_vs_sum": ratio,
+        "ratio_wall_vs_makespan": piped_run["wall_s"] / inproc["makespan_s"],
+        "ratio_cpu": piped_run["cpu_s"] / inproc["cpu_s"],
+        "overhead_per_task_cpu_s": (piped_run["cpu_s"] - inproc["cpu_s"]) / tasks,
+        "overhead_per_task_wall_s": (piped_run["wall_s"] - inproc["makespan_s"]) / tasks,
+        "startup_cpu_s": startup,
+        "cloud_tasks": sum(t["stage"] == "cloud" for t in inproc["tasks"]),
+        "target": {"ratio_wall_vs_sum_at_most": OVERHEAD_TARGET, "met": ratio <= OVERHEAD_TARGET},
+    }

@@ -1,0 +1,147 @@
+"""The summary table (README) and the PNG plots of a results dict (results/latest.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """One row per figure: the figure, what was measured, the target and whether it was met."""
+    f = results["figures"]
+    rows = []
+    if "speedup" in f:
+        s = f["speedup"]
+        by = ", ".join(f"{n}: {_fmt(v, '.2f')}x" for n, v in s["speedup_by_edges"].items())
+        rows.append({"figure": "1. speed-up to quality (4 edges, entgan)",
+                     "measured": f"{_fmt(s['speedup_entgan_4'])}x (fedgan {_fmt(s['speedup_fedgan_4'])}x); final FID "
+                                 f"{_fmt(s['final_fid_entgan_4_vs_centralized'])}x centralized's; by edges {by}",
+                     "target": ">= 3x, final FID <= centralized's", "met": s["target"]["met"]})
+    if "transfer" in f:
+        t = f["transfer"]
+        rows.append({"figure": f"2. lifelong transfer ({t['new_type']} from {t['parent']})",
+                     "measured": f"{_fmt(t['time_ratio'])}x of scratch's time ({_fmt(t['rounds_ratio'])}x rounds)",
+                     "target": "<= 0.5x", "met": t["target"]["met"]})
+    if "cost" in f:
+        c = f["cost"]
+        rows.append({"figure": "3. cloud memory (aggregation vs centralized)",
+                     "measured": f"{_fmt(c['memory']['ratio'])}x ({c['memory']['aggregate']['step_peak_kb'] / 1024:.0f} MiB"
+                                 f" vs {c['memory']['centralized']['step_peak_kb'] / 1024:.0f} MiB); an edge sends "
+                                 f"{c['network']['mean_update_bytes'] / 1024:.0f} KiB/round vs "
+                                 f"{c['network']['mean_png_bytes'] / 1024:.0f} KiB of raw PNGs",
+                     "target": "<= 0.5x", "met": c["target"]["met"]})
+    if "orchestration" in f:
+        o = f["orchestration"]
+        rows.append({"figure": "4. orchestration overhead (kfp.local vs in-process)",
+                     "measured": f"{_fmt(o['ratio_wall_vs_sum'])}x wall vs in-process sum; "
+                                 f"{_fmt(o['ratio_wall_vs_makespan'])}x vs same schedule; "
+                                 f"{_fmt(o['ratio_cpu'])}x CPU ({_fmt(o['overhead_per_task_cpu_s'], '.1f')} s/task)",
+                     "target": "<= 1.15x", "met": o["target"]["met"]})
+    if "throughput" in f:
+        g = f["throughput"]
+        rows.append({"figure": "5. generation throughput (generate vs bare loop)",
+                     "measured": (f"{_fmt(g['tmpfs']['ratio'])}x to tmpfs ({g['tmpfs']['generate_images_per_s']:.0f} vs "
+                                  f"{g['tmpfs']['bare_images_per_s']:.0f} img/s); " if "tmpfs" in g else "")
+                                 + f"{_fmt(g['disk']['ratio'])}x to this VM's disk",
+                     "target": ">= 0.8x", "met": g["target"]["met"]})
+    if "quality" in f:
+        q = f["quality"]
+        per = ", ".join(f"{t} {v['fid']:.1f}" for t, v in q["types"].items())
+        rows.append({"figure": "6. quality (CAS synthetic / real)",
+                     "measured": f"{_fmt(q['cas_ratio'])} ({q['cas_synthetic']:.2f} / {q['cas_real']:.2f}); FID {per}",
+                     "target": ">= 0.85", "met": q["target"]["met"]})
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| figure | measured | target | met |", "|---|---|---|---|"]
+    lines += [f"| {r['figure']} | {r['measured']} | {r['target']} | {'yes' if r['met'] else 'no'} |" for r in rows]
+    return "\n".join(lines)
+
+
+def draw_all(results: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f, written = results["figures"], []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        written.append(out / name)
+
+    if "speedup" in f:
+        s = f["speedup"]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        for name, c in s["contenders"].items():
+            left.plot(c["cpu_s"], c["fid"], marker="o", ms=3, label=name)
+        left.axhline(s["target_fid"], color="grey", ls="--", label="target")
+        left.set(xlabel="critical-path CPU seconds", ylabel="mean domain-FID", yscale="log",
+                 title="FID vs time (critical path)")
+        left.legend(fontsize=8)
+        edges = [int(n) for n in s["speedup_by_edges"]]
+        right.plot(edges, [v or 0 for v in s["speedup_by_edges"].values()], marker="o", label="entgan (1 = centralized)")
+        right.axhline(3.0, color="grey", ls="--", label="target at 4 edges")
+        right.set(xlabel="edges", ylabel="speed-up to target FID", xticks=edges, title="speed-up vs edges")
+        right.legend(fontsize=8)
+        save(fig, "speedup.png")
+    if "transfer" in f:
+        t = f["transfer"]
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for name, c in t["contenders"].items():
+            ax.plot(range(len(c["fid"])), c["fid"], marker="o", ms=3, label=name)
+        ax.axhline(t["target_fid"], color="grey", ls="--", label="target")
+        ax.set(xlabel="round", ylabel="domain-FID", yscale="log", title=f"new type {t['new_type']} (parent {t['parent']})")
+        ax.legend(fontsize=8)
+        save(fig, "transfer.png")
+    if "cost" in f:
+        c = f["cost"]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+        mem = c["memory"]
+        left.bar(["aggregate", "centralized"], [mem["aggregate"]["step_peak_kb"] / 1024,
+                                                mem["centralized"]["step_peak_kb"] / 1024])
+        left.set(ylabel="MiB above post-import RSS", title="peak memory of the step")
+        edges = list(c["network"]["per_edge"])
+        width = 0.4
+        xs = range(len(edges))
+        right.bar([x - width / 2 for x in xs], [c["network"]["per_edge"][e]["update_bytes"] / 1024 for e in edges],
+                  width, label="update per round")
+        right.bar([x + width / 2 for x in xs], [c["network"]["per_edge"][e]["png_bytes"] / 1024 for e in edges],
+                  width, label="raw PNGs")
+        right.set(xticks=list(xs), xticklabels=edges, ylabel="KiB", title="what an edge sends")
+        right.legend(fontsize=8)
+        save(fig, "cost.png")
+    if "orchestration" in f:
+        o = f["orchestration"]
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        labels = ["in-process sum", "in-process, 2 edges at once", "kfp.local"]
+        ax.bar(labels, [o["in_process"]["wall_s"], o["in_process"]["makespan_s"], o["pipeline"]["wall_s"]])
+        ax.set(ylabel="wall seconds", title="the same job: pipeline vs in-process")
+        save(fig, "orchestration.png")
+    if "throughput" in f:
+        g = f["throughput"]
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        groups = [(where, g[where]) for where in ("disk", "tmpfs") if where in g]
+        xs = range(len(groups))
+        ax.bar([x - 0.2 for x in xs], [v["bare_images_per_s"] for _, v in groups], 0.4, label="bare forward loop")
+        ax.bar([x + 0.2 for x in xs], [v["generate_images_per_s"] for _, v in groups], 0.4, label="entgan generate")
+        ax.set(xticks=list(xs), xticklabels=[n for n, _ in groups], ylabel="images / s", title="generation throughput")
+        ax.legend(fontsize=8)
+        save(fig, "throughput.png")
+    if "quality" in f:
+        q = f["quality"]
+        types = list(q["types"])
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
+        for ax, key in zip(axes, ("fid", "precision", "recall", "cas_ratio")):
+            ax.bar(types, [q["types"][t][key] or 0 for t in types])
+            ax.set(title=key)
+            ax.tick_params(axis="x", labelrotation=45)
+        axes[3].axhline(0.85, color="grey", ls="--")
+        save(fig, "quality.png")
+    return written

@@ -1,0 +1,71 @@
+"""Figure 2 — lifelong transfer: a new type warm-started from its nearest known task vs scratch.
+
+The known types' champions are the final generators and discriminators of figure 1's `entgan`
+run on 4 edges. The new type (`pillar`) arrives at edge-2 and edge-4, half each (the lifelong
+demo's wave 2). Its nearest known task is found as the pipeline's plan step finds it
+(`entgan.steps.nearest_task`: Fréchet distance between feature statistics, here under the
+referee). Both contenders then train pillar with strategy `entgan` on those two edges for the
+same rounds: one from the parent's G and D (warm), one from fresh weights (scratch).
+
+Target FID = `target_slack` x scratch's final FID; the ratio is warm's time to target over
+scratch's (critical-path CPU time, as in figure 1). Target: <= 0.5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.common import KNOWN_TYPES, NEW_TYPE, Referee, Settings, demo_edges
+from benchmarks.training import run_federated
+from entgan import strategies
+from entgan.aggregate import StateDict
+from entgan.evaluate import feature_stats
+from entgan.steps import nearest_task
+
+TRANSFER_TARGET = 0.5
+ARRIVAL = {"edge-2": {NEW_TYPE: 0.5}, "edge-4": {NEW_TYPE: 0.5}}  # entgan.data.DEMO_WAVES[2]
+
+
+def run(settings: Settings, workdir: Path, referee: Referee, champions: dict[str, StateDict]) -> tuple[dict, dict]:
+    """Returns the figure's JSON and the warm-started final state (pillar's champion for figure 6)."""
+    data = demo_edges(workdir / "edges-new", ARRIVAL, settings)
+    arrived = data.pooled()[NEW_TYPE]
+    parent, distance = nearest_task(feature_stats(referee.net, arrived), {t: referee.real[t] for t in KNOWN_TYPES})
+    train = settings.train("entgan", batch_size=max(1, settings.batch_size // 2))
+    train = train.model_copy(update={"rounds": settings.transfer_rounds})
+    evaluation = settings.evaluation()
+    scratch_start = strategies.initial_state([NEW_TYPE], train, evaluation)
+    warm_start = dict(scratch_start)
+    warm_start[f"{NEW_TYPE}/G"] = champions[f"{parent}/G"]
+    warm_start[f"{NEW_TYPE}/D"] = champions[f"{parent}/D"]
+    curves, warm_state = {}, None
+    curves["warm"], warm_state = run_federated("warm", data.train, [NEW_TYPE], train, evaluation, referee,
+                                               start=warm_start)
+    curves["scratch"], _ = run_federated("scratch", data.train, [NEW_TYPE], train, evaluation, referee,
+                                         start=scratch_start)
+    target = settings.target_slack * curves["scratch"].fid[-1]
+    entries = {name: c.as_dict(target) for name, c in curves.items()}
+    warm, scratch = entries["warm"], entries["scratch"]
+    time_ratio = rounds_ratio = None
+    if warm["reached_at_round"] is not None and scratch["time_to_target_s"]:
+        time_ratio = warm["time_to_target_s"] / scratch["time_to_target_s"]
+        rounds_ratio = warm["reached_at_round"] / scratch["reached_at_round"]
+    figure = {
+        "what": f"rounds and critical-path CPU time for a new type ({NEW_TYPE}) to reach the target FID, "
+                "warm-started from its nearest known task vs from scratch",
+        "how": "2 edges (edge-2, edge-4, half the images each), strategy entgan, batch_size//2 per edge; "
+               "known champions = figure 1's entgan-4 final state; nearest task by Fréchet distance of "
+               "referee feature statistics (entgan.steps.nearest_task)",
+        "new_type": NEW_TYPE,
+        "parent": parent,
+        "parent_distance": distance,
+        "target_fid": target,
+        "target_rule": f"{settings.target_slack} x scratch's final FID",
+        "contenders": entries,
+        "time_ratio": time_ratio,
+        "rounds_ratio": rounds_ratio,
+        "target": {"time_ratio_at_most": TRANSFER_TARGET,
+                   "met": bool(time_ratio is not None and time_ratio <= TRANSFER_TARGET)},
+        "settings": train.model_dump(),
+    }
+    return figure, warm_state

@@ -1,0 +1,76 @@
+"""`make bench-quick`: the benchmark harness on tiny settings, so that it cannot rot.
+
+It runs `python -m benchmarks --quick` for real (the kfp.local pipeline of figure 4 included) and
+checks that the results file holds every figure with values in their possible ranges. Values are
+not compared with targets: tiny settings say nothing about speed or quality.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import FIGURES
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp / "results"), "--workdir", str(tmp / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return json.loads((tmp / "results" / "latest.json").read_text()), tmp / "results", out.stdout
+
+
+def test_every_figure_is_there_with_a_target_verdict(results):
+    data, folder, stdout = results
+    assert data["mode"] == "quick" and set(data["figures"]) == set(FIGURES)
+    assert data["machine"]["cpu_count"] >= 1 and data["machine"]["torch_threads"] == 1
+    for name, figure in data["figures"].items():
+        assert isinstance(figure["target"]["met"], bool), name
+        assert figure["what"] and figure["how"], name
+    assert [row["figure"][0] for row in data["summary"]] == ["1", "2", "3", "4", "5", "6"]
+    assert "| figure | measured | target | met |" in stdout
+    for png in ("speedup", "transfer", "cost", "orchestration", "throughput", "quality"):
+        assert (folder / f"{png}.png").stat().st_size > 1000
+
+
+def test_training_curves_are_timed_and_scored(results):
+    speedup, transfer = results[0]["figures"]["speedup"], results[0]["figures"]["transfer"]
+    assert set(speedup["contenders"]) == {"centralized", "entgan-2", "entgan-4", "entgan-8", "fedgan-4"}
+    for name, c in {**speedup["contenders"], **transfer["contenders"]}.items():
+        assert c["cpu_s"][0] == 0 and all(b > a for a, b in zip(c["cpu_s"], c["cpu_s"][1:])), name
+        assert all(_positive(f) for f in c["fid"]), name
+    assert speedup["contenders"]["centralized"]["speedup"] in (1.0, None)  # None: target met at round 0
+    assert _positive(speedup["target_fid"])
+    assert transfer["parent"] in ("box", "clutter", "robot", "table")
+
+
+def test_cost_orchestration_throughput_and_quality_are_in_range(results):
+    f = results[0]["figures"]
+    memory, network = f["cost"]["memory"], f["cost"]["network"]
+    assert _positive(memory["aggregate"]["step_peak_kb"]) or memory["aggregate"]["step_peak_kb"] == 0
+    assert _positive(memory["centralized"]["step_peak_kb"])
+    assert all(_positive(e["update_bytes"]) and _positive(e["png_bytes"]) for e in network["per_edge"].values())
+    o = f["orchestration"]
+    assert _positive(o["pipeline"]["wall_s"]) and _positive(o["in_process"]["wall_s"])
+    assert o["in_process"]["makespan_s"] <= o["in_process"]["wall_s"] + 1e-9
+    assert o["pipeline"]["tasks"] == len(o["in_process"]["tasks"])  # the same steps on both sides
+    assert _positive(f["throughput"]["disk"]["bare_images_per_s"]) and _positive(f["throughput"]["ratio"])
+    q = f["quality"]
+    assert set(q["types"]) == {"box", "clutter", "robot", "table", "pillar"}
+    for t, v in q["types"].items():
+        assert _positive(v["fid"]) and 0 <= v["precision"] <= 1 and 0 <= v["recall"] <= 1, t
+        assert 0 <= v["cas_synthetic"] <= 1 and 0 <= v["cas_real"] <= 1, t
