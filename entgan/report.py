@@ -162,6 +162,13 @@ def samples_figure(real: dict[str, torch.Tensor], generated: dict[str, torch.Ten
                 ax.set_title(label, fontsize=10)
             if col == 0:
                 ax.set_ylabel(t, fontsize=11)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG (folders made as needed) and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,12 +200,7 @@ def fid_curves_figure(history: History, types: list[str], path: str | Path) -> P
     ax.set_title("FID per round, per type")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_figures(job, out_dir: str | Path, per_type: int = 16) -> dict[str, Path]:
