@@ -34,6 +34,7 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
         kept = json.loads(previous.read_text())
         if kept.get("mode") == mode:
             results["figures"], results["seconds"] = kept["figures"], kept["seconds"]
+            results["full_run_started"] = kept.get("full_run_started", kept["started"])
             results["partial_reruns"] = [*kept.get("partial_reruns", []), {"started": results["started"],
                                                                             "figures": list(only)}]
 

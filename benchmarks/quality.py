@@ -5,7 +5,8 @@ warm-started pillar. Per type, under the referee: domain-FID (`fid_from_stats`),
 precision and recall with k=3 (`entgan.quality.precision_recall`), and the classification
 accuracy score: a classifier trained only on generated images (`train_cas_classifier`) is tested
 on the real held-out images (`cas_counts`), and so is the same classifier trained, with the
-same steps and batches, on the real training images instead. The figure is their ratio
+same steps, batches and augmentation (`train_cas_classifier` flips and shifts every batch,
+`entgan.quality.augment`), on the real training images instead. The figure is their ratio
 (synthetic / real), overall and per type. Target: overall ratio >= 0.85.
 """
 
@@ -66,7 +67,8 @@ def run(settings: Settings, workdir: Path, referee: Referee, generators: dict[st
                 "vs real held-out images",
         "how": "referee feature network; CAS = accuracy on real held-out images of a classifier trained only on "
                "generated images, divided by that of the same classifier trained on real training images "
-               f"({settings.cas_steps} steps, batch {2 * settings.batch_size}, balanced over the types)",
+               f"({settings.cas_steps} steps, batch {2 * settings.batch_size}, balanced over the types; both "
+               "classifiers see the same random flips and shifts, entgan.quality.augment)",
         "types": per_type,
         "cas_synthetic": cas_synthetic["all"],
         "cas_real": cas_real["all"],

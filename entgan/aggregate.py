@@ -18,17 +18,59 @@ def _check_compatible(results: list[tuple[StateDict, int]]) -> None:
     for i, (state, num_examples) in enumerate(results):
         if num_examples <= 0:
             raise AggregationError(f"update {i} reports {num_examples} examples; it must be > 0")
-        if state.keys() != reference.keys():
-            missing = sorted(reference.keys() - state.keys())[:3]
-            extra = sorted(state.keys() - reference.keys())[:3]
-            raise AggregationError(f"update {i} has different parameters: missing {missing}, extra {extra}")
-        for key, tensor in state.items():
-            ref = reference[key]
-            if tensor.shape != ref.shape or tensor.dtype != ref.dtype:
-                raise AggregationError(
-                    f"update {i}: {key} is {tuple(tensor.shape)} {tensor.dtype}, "
-                    f"expected {tuple(ref.shape)} {ref.dtype}"
-                )
+        _check_pair(reference, state, i)
+
+
+class FedAvgSum:
+    """FedAvg one update at a time: a running sample-weighted mean in the parameters' own dtype.
+
+    `add(state, n)` folds one update in (it may be dropped right after); `result()` is the
+    average. The cloud holds the running mean and one update, never every update at once nor
+    float64 copies. Each floating-point tensor keeps `mean += (x - mean) * n / seen`, which is
+    `fedavg` to float32 rounding; integer counters keep the maximum.
+    """
+
+    def __init__(self) -> None:
+        self._mean: StateDict | None = None
+        self._seen = 0
+        self._count = 0
+
+    def add(self, state: StateDict, num_examples: int) -> None:
+        if num_examples <= 0:
+            raise AggregationError(f"update {self._count} reports {num_examples} examples; it must be > 0")
+        if self._mean is None:
+            _check_compatible([(state, num_examples)])
+            self._mean = {key: tensor.detach().clone() for key, tensor in state.items()}
+        else:
+            _check_pair(self._mean, state, self._count)
+            weight = num_examples / (self._seen + num_examples)
+            with torch.no_grad():
+                for key, acc in self._mean.items():
+                    if acc.is_floating_point():
+                        acc.lerp_(state[key], weight)
+                    else:
+                        torch.maximum(acc, state[key], out=acc)
+        self._seen += num_examples
+        self._count += 1
+
+    def result(self) -> StateDict:
+        if self._mean is None:
+            raise AggregationError("nothing to aggregate: no updates arrived")
+        return self._mean
+
+
+def _check_pair(reference: StateDict, state: StateDict, i: int) -> None:
+    if state.keys() != reference.keys():
+        missing = sorted(reference.keys() - state.keys())[:3]
+        extra = sorted(state.keys() - reference.keys())[:3]
+        raise AggregationError(f"update {i} has different parameters: missing {missing}, extra {extra}")
+    for key, tensor in state.items():
+        ref = reference[key]
+        if tensor.shape != ref.shape or tensor.dtype != ref.dtype:
+            raise AggregationError(
+                f"update {i}: {key} is {tuple(tensor.shape)} {tensor.dtype}, "
+                f"expected {tuple(ref.shape)} {ref.dtype}"
+            )
 
 
 def fedavg(results: list[tuple[StateDict, int]]) -> StateDict:
@@ -36,20 +78,13 @@ def fedavg(results: list[tuple[StateDict, int]]) -> StateDict:
 
     Floating-point tensors are averaged with weights proportional to `num_examples`.
     Integer buffers (batch-norm's `num_batches_tracked`) are counters, not parameters: the
-    maximum is kept.
+    maximum is kept. Streams through `FedAvgSum` (one update at a time, in the tensors' dtype).
     """
     _check_compatible(results)
-    total = sum(n for _, n in results)
-    averaged: StateDict = {}
-    for key, ref in results[0][0].items():
-        if ref.is_floating_point():
-            acc = torch.zeros_like(ref, dtype=torch.float64)
-            for state, n in results:
-                acc += state[key].to(torch.float64) * (n / total)
-            averaged[key] = acc.to(ref.dtype)
-        else:
-            averaged[key] = torch.stack([state[key] for state, _ in results]).amax(dim=0)
-    return averaged
+    total = FedAvgSum()
+    for state, n in results:
+        total.add(state, n)
+    return total.result()
 
 
 def _floating_keys(reference: StateDict) -> list[str]:

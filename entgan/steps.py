@@ -503,29 +503,36 @@ def step_aggregate(
     if library is not None and round_ == 1:
         record(library, run_id, Stage.TRAIN, State.RUNNING, detail="edge updates of round 1 arrived")
     state = _load_state(state_path)
-    bundles, failed, refused = split_failures(update_paths)  # verifies checksum, dtypes, finite values
-    updates = []
-    for bundle in bundles:
-        h = bundle.header
-        problem = (f"expected an edge update of round {round_}, got {h.kind} round {h.round}"
-                   if h.kind != "edge-update" or h.round != round_ else check_update(bundle.groups(), state))
-        if problem:
-            refused[h.edge or "?"] = f"update refused: {problem}"
-        else:
-            updates.append(EdgeUpdate(h.edge or "?", bundle.groups(), h.num_examples, h.extra.get("losses", {})))
+    cloud = strategies.CloudRound(state, job.train, round_=round_)
+    failed, refused, arrived, cloud_seconds = {}, {}, 0, 0.0
+    for path in update_paths:  # one bundle at a time: with FedAvg each is folded in, then dropped
+        bundles, its_failure, its_refusal = split_failures([path])  # verifies checksum, dtypes, finite values
+        failed.update(its_failure)
+        refused.update(its_refusal)
+        for bundle in bundles:
+            h = bundle.header
+            problem = (f"expected an edge update of round {round_}, got {h.kind} round {h.round}"
+                       if h.kind != "edge-update" or h.round != round_ else check_update(bundle.groups(), state))
+            if problem:
+                refused[h.edge or "?"] = f"update refused: {problem}"
+            else:
+                arrived += 1
+                started = time.perf_counter()
+                cloud.add(EdgeUpdate(h.edge or "?", bundle.groups(), h.num_examples, h.extra.get("losses", {})))
+                cloud_seconds += time.perf_counter() - started
+        del bundles
     _record_refused(library, run_id, Stage.TRAIN, refused, f"round {round_}")
     failed.update(refused)
-    usable = [u for u in updates if u.num_examples]
-    if len(usable) < job.train.min_edges:
+    if cloud.contributing < job.train.min_edges:
         reasons = "; ".join(f"{e}: {why}" for e, why in sorted(failed.items())) or "no edge holds a type to train"
         raise AggregationError(
-            f"round {round_}: {len(usable)} usable edge update(s), fewer than train.min_edges="
+            f"round {round_}: {cloud.contributing} usable edge update(s), fewer than train.min_edges="
             f"{job.train.min_edges} ({reasons}); nothing is aggregated or registered: fix those edges "
             "or lower train.min_edges, then re-run"
         )
     started = time.perf_counter()
-    new_state, metrics = strategies.cloud_round(state, updates, job.train, round_=round_)
-    metrics["cloud_seconds"] = time.perf_counter() - started
+    new_state, metrics = cloud.finish()
+    metrics["cloud_seconds"] = cloud_seconds + time.perf_counter() - started
     metrics["failed_edges"] = float(len(failed))
     _save_state(out_state_path, new_state, round_, plan.types, {"metrics": metrics})
     if library is not None:
@@ -536,7 +543,7 @@ def step_aggregate(
         if round_ == job.train.rounds:
             record(library, run_id, Stage.TRAIN, State.COMPLETED, detail=f"{round_} rounds")
     left_out = f"; left out: {', '.join(sorted(failed))}" if failed else ""
-    log(f"round {round_}/{job.train.rounds} aggregated from {len(updates)} edge(s) ({job.train.strategy}, "
+    log(f"round {round_}/{job.train.rounds} aggregated from {arrived} edge(s) ({job.train.strategy}, "
         f"{job.train.aggregation}){left_out}")
     return metrics
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from entgan.aggregate import AggregationError, StateDict, aggregate
+from entgan.aggregate import AggregationError, FedAvgSum, StateDict, aggregate, clip_updates
 from entgan.config import EvalSpec, TrainSpec
 from entgan.models import Discriminator, FeatureNet, Generator
 from entgan.train import train_features, train_generator, train_local
@@ -188,48 +188,91 @@ def cloud_round(
 
     A type no edge trained this round keeps its weights. Returns the new state and metrics.
     """
-    contributing = [u for u in updates if u.num_examples]
-    if len(contributing) < train.min_edges:
-        raise AggregationError(
-            f"round {round_}: {len(contributing)} edge(s) sent updates, fewer than "
-            f"train.min_edges={train.min_edges}; no new global state"
-        )
-    new_state = dict(global_state)
-    metrics: dict[str, float] = {}
-    for i, data_type in enumerate(types_in(global_state)):
-        senders = [u for u in contributing if data_type in u.num_examples]
-        if not senders:
-            continue
-        d_state = _combine(global_state, f"{data_type}/D", [(u, data_type) for u in senders], train)
-        new_state[f"{data_type}/D"] = d_state
-        g_state = _combine(global_state, f"{data_type}/G", [(u, data_type) for u in senders], train)
-        if train.strategy == "entgan":  # the global G update: G against the aggregated D, no real data
-            g_state, g_loss = train_generator(
-                _load_generator_state(g_state, train),
-                _load_discriminator(d_state, train),
-                steps=train.global_steps,
-                batch_size=train.batch_size,
-                lr=train.lr,
-                seed=train.seed * 7919 + round_ * 31 + i,
+    cloud = CloudRound(global_state, train, round_=round_)
+    for update in updates:
+        cloud.add(update)
+    return cloud.finish()
+
+
+class CloudRound:
+    """The cloud's round, fed one edge update at a time (`add`), then `finish`ed.
+
+    With FedAvg (no clipping, or a fixed clip norm) each update is folded into running
+    per-network means as it arrives (`entgan.aggregate.FedAvgSum`), so the caller may drop it:
+    the cloud holds the means and one update, not all of them. The median, the trimmed mean and
+    median-norm clipping need every update at once; for those the updates are kept until `finish`.
+    """
+
+    def __init__(self, global_state: dict[str, StateDict], train: TrainSpec, *, round_: int) -> None:
+        self.global_state, self.train, self.round_ = global_state, train, round_
+        self.streaming = train.aggregation == "fedavg" and not isinstance(train.clip_norm, str)
+        self.contributing = 0
+        self._sums: dict[str, FedAvgSum] = {}
+        self._kept: dict[str, list[tuple[StateDict, int]]] = {}
+        self._senders: dict[str, list[tuple[int, dict[str, float]]]] = {}  # type -> (examples, losses)
+
+    def add(self, update: EdgeUpdate) -> None:
+        if not update.num_examples:
+            return
+        self.contributing += 1
+        for data_type in types_in(self.global_state):
+            if data_type in update.num_examples:
+                n = update.num_examples[data_type]
+                self._senders.setdefault(data_type, []).append((n, update.losses[data_type]))
+                for net in ("D", "G"):
+                    self._fold(f"{data_type}/{net}", update.groups[f"{data_type}/{net}"], n)
+        if FEATURES in update.groups:
+            self._fold(FEATURES, update.groups[FEATURES], update.num_examples[FEATURES])
+
+    def _fold(self, group: str, state: StateDict, n: int) -> None:
+        if not self.streaming:
+            self._kept.setdefault(group, []).append((state, n))
+            return
+        if self.train.clip_norm is not None:  # a fixed bound clips each update on its own
+            (state, n), = clip_updates([(state, n)], self.global_state[group], self.train.clip_norm)[0]
+        self._sums.setdefault(group, FedAvgSum()).add(state, n)
+
+    def _combined(self, group: str) -> StateDict:
+        """One network's aggregation with the job's method (train.aggregation, clip_norm, trim_fraction)."""
+        if self.streaming:
+            return self._sums[group].result()
+        return aggregate(self._kept[group], self.global_state[group], method=self.train.aggregation,
+                         clip_norm=self.train.clip_norm, trim_fraction=self.train.trim_fraction)
+
+    def finish(self) -> tuple[dict[str, StateDict], dict[str, float]]:
+        train, round_ = self.train, self.round_
+        if self.contributing < train.min_edges:
+            raise AggregationError(
+                f"round {round_}: {self.contributing} edge(s) sent updates, fewer than "
+                f"train.min_edges={train.min_edges}; no new global state"
             )
-            metrics[f"{data_type}.cloud_g_loss"] = g_loss
-        new_state[f"{data_type}/G"] = g_state
-        metrics[f"{data_type}.edges"] = float(len(senders))
-        metrics[f"{data_type}.num_examples"] = float(sum(u.num_examples[data_type] for u in senders))
-        for key in ("d_loss", "g_loss"):
-            metrics[f"{data_type}.edge_{key}"] = sum(u.losses[data_type][key] for u in senders) / len(senders)
-    feature_senders = [(u, FEATURES) for u in contributing if FEATURES in u.groups]
-    if feature_senders:
-        new_state[FEATURES] = _combine(global_state, FEATURES, feature_senders, train)
-    return new_state, metrics
-
-
-def _combine(global_state: dict[str, StateDict], group: str, senders: list[tuple[EdgeUpdate, str]],
-             train: TrainSpec) -> StateDict:
-    """One network's aggregation with the job's method (train.aggregation, clip_norm, trim_fraction)."""
-    results = [(u.groups[group], u.num_examples[count_key]) for u, count_key in senders]
-    return aggregate(results, global_state[group], method=train.aggregation, clip_norm=train.clip_norm,
-                     trim_fraction=train.trim_fraction)
+        new_state = dict(self.global_state)
+        metrics: dict[str, float] = {}
+        for i, data_type in enumerate(types_in(self.global_state)):
+            senders = self._senders.get(data_type)
+            if not senders:
+                continue
+            d_state = self._combined(f"{data_type}/D")
+            new_state[f"{data_type}/D"] = d_state
+            g_state = self._combined(f"{data_type}/G")
+            if train.strategy == "entgan":  # the global G update: G against the aggregated D, no real data
+                g_state, g_loss = train_generator(
+                    _load_generator_state(g_state, train),
+                    _load_discriminator(d_state, train),
+                    steps=train.global_steps,
+                    batch_size=train.batch_size,
+                    lr=train.lr,
+                    seed=train.seed * 7919 + round_ * 31 + i,
+                )
+                metrics[f"{data_type}.cloud_g_loss"] = g_loss
+            new_state[f"{data_type}/G"] = g_state
+            metrics[f"{data_type}.edges"] = float(len(senders))
+            metrics[f"{data_type}.num_examples"] = float(sum(n for n, _ in senders))
+            for key in ("d_loss", "g_loss"):
+                metrics[f"{data_type}.edge_{key}"] = sum(losses[key] for _, losses in senders) / len(senders)
+        if FEATURES in self._sums or FEATURES in self._kept:
+            new_state[FEATURES] = self._combined(FEATURES)
+        return new_state, metrics
 
 
 def train_centralized(

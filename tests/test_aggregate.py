@@ -103,3 +103,76 @@ def test_check_update_names_what_does_not_fit_the_global_state():
     assert "missing ['w']" in check_update({"box/G": {"v": torch.ones(2)}}, reference)
     assert "box/G/w is (3,)" in check_update({"box/G": {"w": torch.ones(3)}}, reference)
     assert "NaN or infinite" in check_update({"box/G": {"w": torch.tensor([1.0, float("inf")])}}, reference)
+
+
+# ---------------------------------------------------------------- streaming FedAvg
+
+from entgan.aggregate import FedAvgSum  # noqa: E402
+
+
+def _fedavg_float64(results):
+    """FedAvg as it was computed before streaming: every update at once, float64 accumulators."""
+    total = sum(n for _, n in results)
+    out = {}
+    for key, ref in results[0][0].items():
+        if ref.is_floating_point():
+            acc = torch.zeros_like(ref, dtype=torch.float64)
+            for state, n in results:
+                acc += state[key].to(torch.float64) * (n / total)
+            out[key] = acc.to(ref.dtype)
+        else:
+            out[key] = torch.stack([state[key] for state, _ in results]).amax(dim=0)
+    return out
+
+
+def test_streaming_fedavg_equals_the_float64_average():
+    # Prepare: four edge-like updates of a real network with unequal sample counts
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)).state_dict()
+    results = []
+    for i, n in enumerate([194, 127, 201, 3]):
+        state = {k: (v + torch.randn_like(v) * (i + 1) if v.is_floating_point() else v + i) for k, v in base.items()}
+        results.append((state, n))
+    # Execute
+    streamed = fedavg(results)
+    folded = FedAvgSum()
+    for state, n in results:
+        folded.add(state, n)
+    # Assert: equal to the float64 average within float32 rounding, in float32, counters at their max
+    expected = _fedavg_float64(results)
+    for key, want in expected.items():
+        assert streamed[key].dtype == want.dtype
+        if want.is_floating_point():
+            torch.testing.assert_close(streamed[key], want, rtol=1e-5, atol=1e-6)
+            assert torch.equal(folded.result()[key], streamed[key])
+        else:
+            assert torch.equal(streamed[key], want)
+    assert streamed["1.num_batches_tracked"].item() == base["1.num_batches_tracked"].item() + 3
+
+
+def test_streaming_fedavg_keeps_no_reference_to_the_updates():
+    # The cloud drops each update after folding it in: the running mean must not alias it.
+    a, b = {"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}
+    folded = FedAvgSum()
+    folded.add(a, 1)
+    a["w"].fill_(100.0)
+    folded.add(b, 1)
+    b["w"].fill_(100.0)
+    assert torch.equal(folded.result()["w"], torch.tensor([2.0, 4.0]))
+
+
+@pytest.mark.parametrize(
+    "second, message",
+    [({"v": torch.zeros(2)}, "different parameters"), ({"w": torch.zeros(3)}, "w is (3,)"),
+     ({"w": torch.zeros(2, dtype=torch.float64)}, "torch.float64")],
+)
+def test_streaming_fedavg_fails_loudly(second, message):
+    folded = FedAvgSum()
+    folded.add({"w": torch.zeros(2)}, 1)
+    with pytest.raises(AggregationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        folded.add(second, 1)
+    with pytest.raises(AggregationError, match="must be > 0"):
+        folded.add({"w": torch.zeros(2)}, 0)
+    with pytest.raises(AggregationError, match="no updates arrived"):
+        FedAvgSum().result()

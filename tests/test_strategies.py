@@ -92,3 +92,25 @@ def test_centralized_baseline_trains_every_type():
     assert set(state) == {"box/G", "box/D", "table/G", "table/D"}
     g = strategies.load_generator(state, "box", train)
     assert g.sample(5).shape == (5, 3, 8, 8)
+
+
+@pytest.mark.parametrize("clip_norm", [None, 0.5])
+def test_streaming_cloud_round_equals_aggregating_all_updates_at_once(clip_norm):
+    # FedAvg folds the updates in one at a time; the result must be that of the list-based aggregate.
+    from entgan.aggregate import aggregate
+
+    torch.set_num_threads(1)
+    train = _train(strategy="fedgan", clip_norm=clip_norm)
+    state = strategies.initial_state(TYPES, train, _eval())
+    updates = [strategies.edge_round(f"e{i}", state, _data(i), TYPES, train, _eval(), round_=1) for i in range(3)]
+    cloud = strategies.CloudRound(state, train, round_=1)
+    assert cloud.streaming
+    for u in updates:
+        cloud.add(u)
+    new, _ = cloud.finish()
+    for group in ("box/G", "table/D", strategies.FEATURES):
+        count_key = strategies.FEATURES if group == strategies.FEATURES else group.split("/")[0]
+        results = [(u.groups[group], u.num_examples[count_key]) for u in updates]
+        expected = aggregate(results, state[group], method="fedavg", clip_norm=clip_norm)
+        for k, want in expected.items():
+            torch.testing.assert_close(new[group][k], want, rtol=1e-5, atol=1e-6)
