@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from benchmarks.common import Clock, Settings, bench_job, demo_edges, edge_split, pipeline_sections
+from entgan.progress import FINISHED
 
 OVERHEAD_TARGET = 1.15
 PARALLEL_EDGE_TASKS = 2  # kfp.local runs at most two iterations of a ParallelFor at once
@@ -110,8 +111,9 @@ def pipeline(job, job_file: Path) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"entgan run {job_file} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    tasks = out.stdout.count("finished with status")
-    return {"wall_s": wall, "cpu_s": cpu, "tasks": tasks, "stdout_tail": out.stdout[-1500:]}
+    finished = FINISHED.findall(out.stdout)  # kfp.local's "Task 'x' finished" lines (not the pipeline's)
+    return {"wall_s": wall, "cpu_s": cpu, "tasks": len(finished), "task_names": finished,
+            "stdout_tail": out.stdout[-1500:]}
 
 
 # What every task process pays before its step starts, measured as the CPU time of a fresh

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -71,10 +72,18 @@ class _QuietStdout(io.TextIOBase):
 
     def __init__(self, target, progress=None) -> None:
         self.target, self.partial, self.progress = target, "", progress
+        # kfp.local runs parallel tasks in threads that print at once; without the lock two
+        # writes can interleave on `partial` and a line is lost (and the progress count with it).
+        self.lock = threading.Lock()
         self.hidden: collections.deque[str] = collections.deque(maxlen=80)
         self.error_lines: list[str] = []  # exception lines the tasks printed, in order
 
     def write(self, text: str) -> int:
+        with self.lock:
+            self._write(text)
+        return len(text)
+
+    def _write(self, text: str) -> None:
         lines = (self.partial + text).split("\n")
         self.partial = lines.pop()
         for line in lines:
@@ -89,7 +98,6 @@ class _QuietStdout(io.TextIOBase):
                 self.target.flush()
             if not keep:
                 self.hidden.append(line)
-        return len(text)
 
     def failure(self, err: Exception) -> TaskFailed:
         """One line for a failed run: the failed task and its own error (without the traceback)."""
@@ -103,6 +111,47 @@ class _QuietStdout(io.TextIOBase):
 
     def flush(self) -> None:
         self.target.flush()
+
+
+@contextlib.contextmanager
+def _thread_safe_kfp_logging():
+    """Work around a race in kfp.local (2.17): every task swaps the root logger's handlers in
+    and out (`logging_utils.local_logger_context`), and two edge tasks run in threads. When one
+    task restores the handlers (`clear()`, then `addHandler`) at the moment the other logs
+    "Task ... finished", that line goes to no handler and is lost: the progress bar ends short
+    and counts from the log are wrong. While a run is in progress, this swaps in a version that
+    installs kfp's handler once, for as long as any task is inside it."""
+    from kfp.local import logging_utils
+
+    lock, depth, saved = threading.Lock(), [0], {}
+
+    @contextlib.contextmanager
+    def shared_context():
+        root = logging.getLogger()
+        with lock:
+            if depth[0] == 0:
+                saved.update(level=root.level, handlers=root.handlers[:])
+                handler = logging.StreamHandler(sys.stdout)
+                handler.setFormatter(logging_utils.MillisecondFormatter(
+                    fmt="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S.%f"))
+                root.handlers = [handler]  # one assignment: a thread logging now sees old or new
+                root.setLevel(logging.INFO)
+            depth[0] += 1
+        try:
+            yield
+        finally:
+            with lock:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    root.handlers = saved["handlers"]
+                    root.setLevel(saved["level"])
+
+    original = logging_utils.local_logger_context
+    logging_utils.local_logger_context = shared_context
+    try:
+        yield
+    finally:
+        logging_utils.local_logger_context = original
 
 
 def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False) -> dict:
@@ -139,7 +188,7 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False) -> 
         job.train.rounds, len(job.edges)))
     quiet = _QuietStdout(sys.stdout, progress)
     try:
-        with contextlib.redirect_stdout(sys.stdout if verbose else quiet):
+        with contextlib.redirect_stdout(sys.stdout if verbose else quiet), _thread_safe_kfp_logging():
             pipeline()
     except Exception as err:
         raise quiet.failure(err) from err

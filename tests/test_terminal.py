@@ -127,3 +127,41 @@ def test_figures_of_a_job_without_a_run_say_what_to_do(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "has no champion" in err and "entgan run" in err and err.count("\n") == 1
     assert not (Path(tmp_path) / "state" / "figures").exists()
+
+
+
+def test_no_task_log_line_is_lost_when_parallel_tasks_log_at_once():
+    """kfp.local runs two edge tasks in threads, and each task swaps the root logger's handlers
+    in and out; a 'finished' line logged while the other task restores them was lost (CI saw a
+    benchmark count one task short). Inside `_thread_safe_kfp_logging` every line arrives."""
+    import contextlib
+    import sys
+    import threading
+
+    from kfp.local import logging_utils
+
+    from entgan.cli import _thread_safe_kfp_logging
+
+    threads, tasks = 4, 150
+    out = io.StringIO()
+
+    def worker(n: int) -> None:
+        for i in range(tasks):  # as task_dispatcher does for every task
+            with logging_utils.local_logger_context():
+                logging_utils.logging.info(f"Task 'train-edge' finished with status SUCCESS {n}-{i}")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to expose the race
+    try:
+        with contextlib.redirect_stdout(out), _thread_safe_kfp_logging():
+            with logging_utils.local_logger_context():  # the pipeline's own, around all tasks
+                workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+    finally:
+        sys.setswitchinterval(interval)
+    lines = [line for line in out.getvalue().splitlines() if "finished with status" in line]
+    assert len(lines) == threads * tasks
+    assert logging_utils.local_logger_context.__module__ == "kfp.local.logging_utils"  # put back
