@@ -210,3 +210,24 @@ def test_png_bytes_round_trip_exactly_through_pil():
     with Image.open(BytesIO(png_bytes(tile))) as img:
         assert (img.format, img.mode, img.size) == ("PNG", "RGB", (7, 5))
         assert np.array_equal(np.asarray(img), tile)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_pngs_are_stored_when_they_fit_one_block_and_compressed_when_not(size):
+    """32x32 tiles fit one 4 KiB file-system block uncompressed (compressing them saves no disk
+    space, only CPU); 64x64 ones do not and are deflated. Both read back exactly."""
+    from io import BytesIO
+
+    from entgan.generate import BLOCK_BYTES, png_bytes
+
+    tile = np.zeros((size, size, 3), dtype=np.uint8)  # flat halves and a few coloured pixels: compressible
+    tile[size // 2 :] = (200, 120, 40)
+    tile[::7, ::5] = (9, 250, 77)
+    data = png_bytes(tile)
+    raw = size * (size * 3 + 1)
+    if size == 32:
+        assert raw < len(data) <= BLOCK_BYTES  # stored: a little over the raw bytes, one block
+    else:
+        assert len(data) < raw / 2  # deflated
+    with Image.open(BytesIO(data)) as img:
+        assert np.array_equal(np.asarray(img), tile)
