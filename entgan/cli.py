@@ -72,8 +72,8 @@ class _QuietStdout(io.TextIOBase):
 
     def __init__(self, target, progress=None) -> None:
         self.target, self.partial, self.progress = target, "", progress
-        # kfp.local runs parallel tasks in threads that print at once; without the lock two
-        # writes can interleave on `partial` and a line is lost (and the progress count with it).
+        # kfp.local's parallel tasks are threads that print into this one object: `partial` and
+        # the progress counts are shared, so one write at a time.
         self.lock = threading.Lock()
         self.hidden: collections.deque[str] = collections.deque(maxlen=80)
         self.error_lines: list[str] = []  # exception lines the tasks printed, in order

@@ -34,7 +34,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def png_level(height: int, width: int) -> int:
     """The zlib level for an RGB image of this size: 0 if it fits one file-system block, else 1."""
-    return 0 if height * (width * 3 + 1) + 100 <= BLOCK_BYTES else 1
+    framing = 100  # PNG signature and chunks, zlib header and checksum: ~70 bytes
+    return 0 if height * (width * 3 + 1) + framing <= BLOCK_BYTES else 1
 
 
 class NoChampionError(LookupError):
