@@ -22,6 +22,9 @@ from safetensors.torch import load_file, save_file
 StateDict = dict[str, torch.Tensor]
 HEADER_KEY = "entgan"
 FORMAT_VERSION = 2  # 2: the sha256 covers the header too (1 covered the tensors only)
+# Registered models written before format 2 stay readable from the task library (their tensors'
+# checksum is still verified); bundles in transit between nodes must be format 2.
+STORED_FORMATS = (1, 2)
 # What a bundle may hold: weights, statistics and counters; nothing else is read.
 DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32, torch.int64, torch.uint8}
 
@@ -136,9 +139,10 @@ def read_header(path: str | Path) -> BundleHeader | None:
         return None
 
 
-def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
+def load_bundle(path: str | Path, kind: str | None = None, formats: tuple[int, ...] = (FORMAT_VERSION,)) -> Bundle:
     """Read and verify a bundle: safetensors only (never a pickle), then the header, the allowed
-    dtypes, the sha256 of the tensors and finite values; `kind`, if given, must match.
+    dtypes, the sha256 of the tensors (and, from format 2, of the header) and finite values;
+    `kind`, if given, must match; the format must be one of `formats`.
 
     Anything wrong raises BundleError naming the file and what is wrong with it."""
     path = Path(path)
@@ -157,15 +161,16 @@ def load_bundle(path: str | Path, kind: str | None = None) -> Bundle:
         header, sha, version = _parse_header(metadata[HEADER_KEY])
     except (ValueError, KeyError, TypeError) as err:
         raise BundleError(f"{path}: bundle header is malformed ({err})") from None
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{path}: bundle format {version!r} is not supported (expected {FORMAT_VERSION}); "
+    if version not in formats:
+        expected = " or ".join(str(f) for f in formats)
+        raise BundleError(f"{path}: bundle format {version!r} is not supported here (expected {expected}); "
                           "write it again with this version of EntGAN (retrain, or `make clean` a local demo)")
     if kind is not None and header.kind != kind:
         raise BundleError(f"{path}: expected a bundle of kind {kind!r}, got {header.kind!r}")
     for key, t in tensors.items():
         if t.dtype not in DTYPES:
             raise BundleError(f"{path}: tensor {key!r} has dtype {t.dtype}, which bundles never hold")
-    if tensors_sha256(tensors, header.canonical()) != sha:
+    if tensors_sha256(tensors, header.canonical() if version >= 2 else "") != sha:
         raise BundleError(f"{path}: checksum mismatch; the bundle was corrupted or altered in transit")
     for key, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():

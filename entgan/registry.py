@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from entgan.bundle import Bundle, BundleError, load_bundle
+from entgan.bundle import STORED_FORMATS, Bundle, BundleError, load_bundle
 
 CHAMPION = "champion"
 EVALUATOR = "evaluator"
@@ -114,7 +114,7 @@ class TaskLibrary:
                 f"{_artifact_path(version)}/{MODEL_FILE}",
                 tmp,
             )
-            return load_bundle(local)
+            return load_bundle(local, formats=STORED_FORMATS)  # champions of earlier versions too
 
     # ------------------------------------------------------------------ writing
     def start_run(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> str:

@@ -73,3 +73,29 @@ def test_malformed_header_is_refused(tmp_path):
     save_file({"w/x": torch.zeros(2)}, str(path), metadata={"entgan": json.dumps({"kind": "x"})})
     with pytest.raises(BundleError, match="header is malformed"):
         load_bundle(path)
+
+
+def _format_1_bundle(path, tensors, header: BundleHeader, tamper: bool = False):
+    """A bundle as EntGAN wrote it before format 2: the sha256 covers the tensors only."""
+    from entgan.bundle import HEADER_KEY, tensors_sha256
+
+    sha = tensors_sha256(tensors)
+    if tamper:
+        tensors = {k: v + 1 if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata={HEADER_KEY: json.dumps({"format": 1, "sha256": sha, **header.__dict__})})
+
+
+def test_format_1_models_stay_readable_from_the_library_but_not_in_transit(tmp_path):
+    from entgan.bundle import STORED_FORMATS
+
+    header = BundleHeader(kind="model", num_examples={"box": 300}, extra={"types": ["box"]})
+    tensors = pack(_state())
+    _format_1_bundle(tmp_path / "old.safetensors", tensors, header)
+    bundle = load_bundle(tmp_path / "old.safetensors", formats=STORED_FORMATS)  # as TaskLibrary.load reads
+    assert bundle.header == header
+    assert torch.equal(bundle.groups()["box/G"]["main.0.weight"], tensors["box/G/main.0.weight"])
+    with pytest.raises(BundleError, match=r"format 1 is not supported here \(expected 2\).*retrain"):
+        load_bundle(tmp_path / "old.safetensors")  # an edge update must be format 2
+    _format_1_bundle(tmp_path / "altered.safetensors", tensors, header, tamper=True)
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        load_bundle(tmp_path / "altered.safetensors", formats=STORED_FORMATS)
