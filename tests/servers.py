@@ -63,6 +63,15 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def mlflow_healthy(url: str) -> bool:
+    """Whether an MLflow server (or `mlflow ui`) at `url` answers its /health endpoint."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def _wait(check, proc: subprocess.Popen, log: Path, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -177,15 +186,8 @@ def mlflow_server(workdir: Path, s3: S3Server, artifacts: str) -> Iterator[Mlflo
     proc = _start(cmd, env, workdir, log)
     server = MlflowServer(f"http://{HOST}:{port}", port)
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as reply:
-                return reply.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
     try:
-        _wait(healthy, proc, log, "mlflow server", timeout=120)
+        _wait(lambda: mlflow_healthy(server.url), proc, log, "mlflow server", timeout=120)
         yield server
     finally:
         _stop(proc)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ import torch
 from entgan.bundle import BundleHeader, save_bundle
 from entgan.registry import TaskLibrary
 from entgan.report import model_description
-from tests.servers import HOST, _bin, _start, _stop, _wait, free_port
+from tests.servers import HOST, _bin, _start, _stop, _wait, free_port, mlflow_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "build" / "screenshots"
@@ -79,15 +77,8 @@ def ui(library):
     proc = _start(cmd, dict(os.environ), library, log)
     url = f"http://{HOST}:{port}"
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                return reply.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
     try:
-        _wait(healthy, proc, log, "mlflow ui", timeout=120)
+        _wait(lambda: mlflow_healthy(url), proc, log, "mlflow ui", timeout=120)
         yield url
     finally:
         _stop(proc)
