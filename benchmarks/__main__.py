@@ -17,7 +17,6 @@ import torch
 from benchmarks import cost, orchestration, plots, quality, speedup, throughput, transfer
 from benchmarks.common import KNOWN_TYPES, MODES, NEW_TYPE, Clock, demo_edges, held_out_accuracy, machine_info, \
     train_referee
-from entgan import strategies
 
 FIGURES = ("speedup", "transfer", "cost", "orchestration", "throughput", "quality")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -57,15 +56,11 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
                           "held_out_accuracy": held_out_accuracy(referee, pool),
                           "holdout_images": {t: len(x) for t, x in pool.holdout.items()}}
     champions = None
-    if "speedup" in only or "transfer" in only or "quality" in only:
+    if "speedup" in only or "transfer" in only:
         results["figures"]["speedup"], champions = timed("speedup", speedup.run, settings, workdir, referee, pooled)
         save()
-    generators = {t: strategies.load_generator(champions, t, settings.train()) for t in KNOWN_TYPES} \
-        if champions else {}
-    if "transfer" in only or "quality" in only:
-        fig, new_state = timed("transfer", transfer.run, settings, workdir, referee, champions)
-        results["figures"]["transfer"] = fig
-        generators[NEW_TYPE] = strategies.load_generator(new_state, NEW_TYPE, settings.train())
+    if "transfer" in only:
+        results["figures"]["transfer"] = timed("transfer", transfer.run, settings, workdir, referee, champions)
         save()
     if "cost" in only:
         results["figures"]["cost"] = timed("cost", cost.run, settings, workdir)
@@ -77,8 +72,7 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
         results["figures"]["throughput"] = timed("throughput", throughput.run, settings, workdir, champions)
         save()
     if "quality" in only:
-        results["figures"]["quality"] = timed("quality", quality.run, settings, workdir, referee, generators, pooled,
-                                              pool.holdout)
+        results["figures"]["quality"] = timed("quality", quality.run, settings, workdir, referee, pooled, pool.holdout)
         save()
     results["summary"] = plots.summary_rows(results)
     save()

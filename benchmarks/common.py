@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from entgan.config import EvalSpec, TrainSpec
+from entgan.config import EvalSpec, TrainSpec, load_job
 from entgan.data import DEMO_SPLIT, is_holdout, load_edge, materialize_demo
 from entgan.evaluate import FeatureStats, feature_stats, fid_from_stats
 from entgan.models import FeatureNet, Generator
 from entgan.train import train_features
 
+REPO = Path(__file__).resolve().parents[1]
 KNOWN_TYPES = ["box", "clutter", "robot", "table"]  # the demo's first four types (entgan.data.DEMO_SPLIT)
 NEW_TYPE = "pillar"  # arrives later (entgan.data.DEMO_WAVES wave 2)
 
@@ -59,6 +60,7 @@ class Settings:
     throughput_repeats: int
     pipeline: dict  # the train/eval section of the job that figure 4 runs through kfp.local
     pipeline_edges: int  # edges of that job (the demo's split for 1, 2, 4 or 8)
+    champion_job: str | None  # job file (from the repo root) whose train section trains figure 6's champions
 
     def train(self, strategy: str = "entgan", batch_size: int | None = None, **kw) -> TrainSpec:
         return TrainSpec(
@@ -75,6 +77,18 @@ class Settings:
             **kw,
         )
 
+    def champion_train(self) -> TrainSpec:
+        """How figure 6's champions are trained: the train section of `champion_job` (the demo
+        job: what `make run` deploys), or, without one, this mode's own settings at the edges'
+        half batch (as figures 1 and 2 train)."""
+        if self.champion_job is None:
+            return self.train("entgan", batch_size=max(1, self.batch_size // 2))
+        train = load_job(REPO / self.champion_job).train
+        if train.image_size != self.image_size:
+            raise ValueError(f"{self.champion_job}: image_size {train.image_size} is not the benchmark's "
+                             f"{self.image_size}; the referee scores {self.image_size}x{self.image_size} images")
+        return train
+
     def evaluation(self) -> EvalSpec:
         # The benchmarks score with the referee, so the edges' own evaluator gets one step a round.
         return EvalSpec(feature_steps=1, feature_dim=64, num_generated=self.num_generated)
@@ -90,7 +104,7 @@ FULL = Settings(
     transfer_rounds=8, cas_steps=150, throughput_images=4096, throughput_repeats=3,
     pipeline={"rounds": 1, "local_steps": 150, "cloud_steps": 3, "batch_size": 32, "image_size": 32,
               "width": 16, "latent_dim": 64, "feature_steps": 60, "num_generated": 512},
-    pipeline_edges=4,
+    pipeline_edges=4, champion_job="jobs/demo.yaml",
 )
 
 QUICK = Settings(
@@ -100,7 +114,7 @@ QUICK = Settings(
     transfer_rounds=2, cas_steps=3, throughput_images=64, throughput_repeats=1,
     pipeline={"rounds": 1, "local_steps": 2, "cloud_steps": 1, "batch_size": 8, "image_size": 16,
               "width": 8, "latent_dim": 8, "feature_steps": 2, "num_generated": 32},
-    pipeline_edges=2,
+    pipeline_edges=2, champion_job=None,
 )
 
 MODES = {"full": FULL, "quick": QUICK}

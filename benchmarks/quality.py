@@ -1,7 +1,10 @@
 """Figure 6 — quality of the champions, per type, against real held-out images.
 
-Champions: figure 1's `entgan` generators on 4 edges (box, clutter, robot, table) and figure 2's
-warm-started pillar. Per type, under the referee: domain-FID (`fid_from_stats`), improved
+Champions: what the demo job deploys. They are trained here, in-process, with the train section
+of `settings.champion_job` (jobs/demo.yaml: `make run`'s rounds, local steps and batch; figures 1
+and 2 train shorter, at half the batch, to compare speeds): box, clutter, robot and table with
+strategy `entgan` on the demo's 4 edges, then pillar on the edges it arrives at (figure 2's
+layout), warm-started from its nearest known champion. Per type, under the referee: domain-FID (`fid_from_stats`), improved
 precision and recall with k=3 (`entgan.quality.precision_recall`), and the classification
 accuracy score: a classifier trained only on generated images (`train_cas_classifier`) is tested
 on the real held-out images (`cas_counts`), and so is the same classifier trained, with the
@@ -16,7 +19,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import Referee, Settings
+from benchmarks import transfer
+from benchmarks.common import KNOWN_TYPES, NEW_TYPE, REPO, Referee, Settings, demo_edges, edge_split
+from benchmarks.training import run_federated
+from entgan import strategies
+from entgan.config import load_job
 from entgan.evaluate import embed
 from entgan.models import Generator
 from entgan.quality import cas_counts, precision_recall, train_cas_classifier
@@ -42,8 +49,38 @@ def _accuracy(classifier, types: list[str], holdout: dict[str, torch.Tensor]) ->
     return out
 
 
-def run(settings: Settings, workdir: Path, referee: Referee, generators: dict[str, Generator],
-        pooled: dict[str, torch.Tensor], holdout: dict[str, torch.Tensor]) -> dict:
+def _cas(generators: dict[str, Generator], types: list[str], pooled: dict[str, torch.Tensor],
+         holdout: dict[str, torch.Tensor], settings: Settings, steps: int) -> tuple[dict, dict]:
+    """Held-out accuracy (per type and "all") of the classifier trained on generated images and of
+    the same classifier trained on the real training images."""
+    common = {"image_size": settings.image_size, "steps": steps, "batch_size": 2 * settings.batch_size, "seed": 0}
+    synthetic = train_cas_classifier(generators, types, **common)
+    real = train_cas_classifier({t: RealImages(pooled[t]) for t in types}, types, **common)
+    return _accuracy(synthetic, types, holdout), _accuracy(real, types, holdout)
+
+
+def train_champions(settings: Settings, workdir: Path, referee: Referee) -> tuple[dict[str, Generator], dict]:
+    """The champions (type -> generator) and how they were trained (FID per round, under the referee)."""
+    train, evaluation = settings.champion_train(), settings.evaluation()
+    known = demo_edges(workdir / "champions-known", edge_split(4), settings)
+    known_curve, state = run_federated("known", known.train, KNOWN_TYPES, train, evaluation, referee)
+    arrival = demo_edges(workdir / "champions-new", transfer.ARRIVAL, settings)
+    parent, _ = transfer.nearest_known(referee, arrival.pooled()[NEW_TYPE])
+    start = transfer.warm_start(strategies.initial_state([NEW_TYPE], train, evaluation), state, parent)
+    new_curve, new_state = run_federated("new", arrival.train, [NEW_TYPE], train, evaluation, referee, start=start)
+    generators = {t: strategies.load_generator(state, t, train) for t in KNOWN_TYPES}
+    generators[NEW_TYPE] = strategies.load_generator(new_state, NEW_TYPE, train)
+    how = {"job": settings.champion_job or f"{settings.mode} settings", "strategy": train.strategy,
+           "rounds": train.rounds, "local_steps": train.local_steps, "batch_per_edge": train.batch_size,
+           "edges": len(known.train), f"{NEW_TYPE}_edges": len(arrival.train), f"{NEW_TYPE}_parent": parent,
+           "fid_per_round": {**{t: [p[t] for p in known_curve.fid_per_type] for t in KNOWN_TYPES},
+                             NEW_TYPE: new_curve.fid}}
+    return generators, how
+
+
+def run(settings: Settings, workdir: Path, referee: Referee, pooled: dict[str, torch.Tensor],
+        holdout: dict[str, torch.Tensor]) -> dict:
+    generators, champions = train_champions(settings, workdir, referee)
     types = sorted(generators)
     per_type = {}
     for t in types:
@@ -53,14 +90,17 @@ def run(settings: Settings, workdir: Path, referee: Referee, generators: dict[st
         k = min(PR_K, len(real_features) - 1)
         precision, recall = precision_recall(real_features, embed(referee.net, fakes), k=k)
         per_type[t] = {"fid": referee.fid(generators[t], t), "precision": precision, "recall": recall}
-    common = {"image_size": settings.image_size, "steps": settings.cas_steps, "batch_size": 2 * settings.batch_size,
-              "seed": 0}
-    synthetic = train_cas_classifier(generators, types, **common)
-    real = train_cas_classifier({t: RealImages(pooled[t]) for t in types}, types, **common)
-    cas_synthetic, cas_real = _accuracy(synthetic, types, holdout), _accuracy(real, types, holdout)
+    cas_synthetic, cas_real = _cas(generators, types, pooled, holdout, settings, settings.cas_steps)
     for t in types:
         per_type[t].update(cas_synthetic=cas_synthetic[t], cas_real=cas_real[t],
                            cas_ratio=cas_synthetic[t] / cas_real[t] if cas_real[t] else None)
+    longer = None  # the same figure with the classifier steps of the champion job's own eval (the pipeline's CAS)
+    job_steps = load_job(REPO / settings.champion_job).eval.cas_steps if settings.champion_job else None
+    if job_steps and job_steps != settings.cas_steps:
+        syn, real = _cas(generators, types, pooled, holdout, settings, job_steps)
+        longer = {"steps": job_steps, "cas_synthetic": syn["all"], "cas_real": real["all"],
+                  "cas_ratio": syn["all"] / real["all"],
+                  "cas_ratio_per_type": {t: syn[t] / real[t] if real[t] else None for t in types}}
     ratio = cas_synthetic["all"] / cas_real["all"]
     return {
         "what": "per-type domain-FID, precision, recall (k=3) and classification accuracy score of the champions "
@@ -69,6 +109,8 @@ def run(settings: Settings, workdir: Path, referee: Referee, generators: dict[st
                "generated images, divided by that of the same classifier trained on real training images "
                f"({settings.cas_steps} steps, batch {2 * settings.batch_size}, balanced over the types; both "
                "classifiers see the same random flips and shifts, entgan.quality.augment)",
+        "champions": champions,
+        "at_job_cas_steps": longer,
         "types": per_type,
         "cas_synthetic": cas_synthetic["all"],
         "cas_real": cas_real["all"],

@@ -24,7 +24,7 @@ SPEEDUP_TARGET = 3.0
 
 def run(settings: Settings, workdir: Path, referee: Referee, pooled: dict) -> tuple[dict, dict]:
     """Returns the figure's JSON and the final global state of `entgan` on 4 edges (the
-    champions that figures 2 and 6 start from)."""
+    champions that figure 2 warm-starts from)."""
     evaluation = settings.evaluation()
     curves: dict[str, Curve] = {}
     curves["centralized"], _ = run_centralized(

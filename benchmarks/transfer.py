@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from benchmarks.common import KNOWN_TYPES, NEW_TYPE, Referee, Settings, demo_edges
 from benchmarks.training import run_federated
 from entgan import strategies
@@ -26,21 +28,28 @@ TRANSFER_TARGET = 0.5
 ARRIVAL = {"edge-2": {NEW_TYPE: 0.5}, "edge-4": {NEW_TYPE: 0.5}}  # entgan.data.DEMO_WAVES[2]
 
 
-def run(settings: Settings, workdir: Path, referee: Referee, champions: dict[str, StateDict]) -> tuple[dict, dict]:
-    """Returns the figure's JSON and the warm-started final state (pillar's champion for figure 6)."""
+def nearest_known(referee: Referee, arrived: torch.Tensor) -> tuple[str, float]:
+    """The known type closest to the new type's images, and the distance (as the plan step finds it)."""
+    return nearest_task(feature_stats(referee.net, arrived), {t: referee.real[t] for t in KNOWN_TYPES})
+
+
+def warm_start(scratch_start: dict[str, StateDict], champions: dict[str, StateDict], parent: str) -> dict:
+    """`scratch_start` with the new type's G and D taken from the parent's champion."""
+    start = dict(scratch_start)
+    start[f"{NEW_TYPE}/G"], start[f"{NEW_TYPE}/D"] = champions[f"{parent}/G"], champions[f"{parent}/D"]
+    return start
+
+
+def run(settings: Settings, workdir: Path, referee: Referee, champions: dict[str, StateDict]) -> dict:
     data = demo_edges(workdir / "edges-new", ARRIVAL, settings)
-    arrived = data.pooled()[NEW_TYPE]
-    parent, distance = nearest_task(feature_stats(referee.net, arrived), {t: referee.real[t] for t in KNOWN_TYPES})
+    parent, distance = nearest_known(referee, data.pooled()[NEW_TYPE])
     train = settings.train("entgan", batch_size=max(1, settings.batch_size // 2))
     train = train.model_copy(update={"rounds": settings.transfer_rounds})
     evaluation = settings.evaluation()
     scratch_start = strategies.initial_state([NEW_TYPE], train, evaluation)
-    warm_start = dict(scratch_start)
-    warm_start[f"{NEW_TYPE}/G"] = champions[f"{parent}/G"]
-    warm_start[f"{NEW_TYPE}/D"] = champions[f"{parent}/D"]
-    curves, warm_state = {}, None
-    curves["warm"], warm_state = run_federated("warm", data.train, [NEW_TYPE], train, evaluation, referee,
-                                               start=warm_start)
+    curves = {}
+    curves["warm"], _ = run_federated("warm", data.train, [NEW_TYPE], train, evaluation, referee,
+                                      start=warm_start(scratch_start, champions, parent))
     curves["scratch"], _ = run_federated("scratch", data.train, [NEW_TYPE], train, evaluation, referee,
                                          start=scratch_start)
     target = settings.target_slack * curves["scratch"].fid[-1]
@@ -68,4 +77,4 @@ def run(settings: Settings, workdir: Path, referee: Referee, champions: dict[str
                    "met": bool(time_ratio is not None and time_ratio <= TRANSFER_TARGET)},
         "settings": train.model_dump(),
     }
-    return figure, warm_state
+    return figure

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import FIGURES
+from benchmarks.common import FULL, QUICK
+from entgan.config import load_job
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +76,20 @@ def test_cost_orchestration_throughput_and_quality_are_in_range(results):
     for t, v in q["types"].items():
         assert _positive(v["fid"]) and 0 <= v["precision"] <= 1 and 0 <= v["recall"] <= 1, t
         assert 0 <= v["cas_synthetic"] <= 1 and 0 <= v["cas_real"] <= 1, t
+
+
+def test_quality_scores_champions_trained_as_the_demo_job_trains():
+    # `make bench` trains figure 6's champions with the demo job's own train section, so a change to
+    # jobs/demo.yaml changes what figure 6 scores; the quick mode uses its tiny settings.
+    assert FULL.champion_train() == load_job(ROOT / "jobs/demo.yaml").train
+    assert QUICK.champion_job is None and QUICK.champion_train().batch_size == QUICK.batch_size // 2
+
+
+def test_quality_records_how_its_champions_were_trained(results):
+    q, settings = results[0]["figures"]["quality"], results[0]["settings"]
+    champions = q["champions"]
+    assert champions["pillar_parent"] in ("box", "clutter", "robot", "table")
+    assert set(champions["fid_per_round"]) == set(q["types"])
+    for t, fids in champions["fid_per_round"].items():
+        assert len(fids) == settings["rounds"] + 1 and all(_positive(f) for f in fids), t
+    assert q["at_job_cas_steps"] is None  # the quick mode has no job of its own
