@@ -55,7 +55,7 @@ class Settings:
     target_slack: float  # target FID = slack x the baseline's final FID
     edge_counts: tuple[int, ...]
     transfer_rounds: int
-    cas_steps: int
+    cas_steps: int  # CAS classifier steps of figure 4's job (and figure 6's second reading)
     throughput_images: int
     throughput_repeats: int
     pipeline: dict  # the train/eval section of the job that figure 4 runs through kfp.local
@@ -88,6 +88,11 @@ class Settings:
             raise ValueError(f"{self.champion_job}: image_size {train.image_size} is not the benchmark's "
                              f"{self.image_size}; the referee scores {self.image_size}x{self.image_size} images")
         return train
+
+    def champion_cas_steps(self) -> int:
+        """Steps of figure 6's CAS classifiers: the champion job's `eval.cas_steps` (what the
+        pipeline's own CAS uses), or this mode's `cas_steps` without one."""
+        return load_job(REPO / self.champion_job).eval.cas_steps if self.champion_job else self.cas_steps
 
     def evaluation(self) -> EvalSpec:
         # The benchmarks score with the referee, so the edges' own evaluator gets one step a round.

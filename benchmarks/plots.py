@@ -54,11 +54,11 @@ def summary_rows(results: dict) -> list[dict]:
     if "quality" in f:
         q = f["quality"]
         per = ", ".join(f"{t} {v['fid']:.1f}" for t, v in q["types"].items())
-        longer, steps = q.get("at_job_cas_steps"), results["settings"]["cas_steps"]
+        fewer, steps = q.get("at_fewer_cas_steps"), q.get("cas_steps", results["settings"]["cas_steps"])
         rows.append({"figure": "6. quality (CAS synthetic / real)",
                      "measured": f"{_fmt(q['cas_ratio'])} ({q['cas_synthetic']:.2f} / {q['cas_real']:.2f}) at "
                                  f"{steps} classifier steps"
-                                 + (f", {_fmt(longer['cas_ratio'])} at {longer['steps']}" if longer else "")
+                                 + (f", {_fmt(fewer['cas_ratio'])} at {fewer['steps']}" if fewer else "")
                                  + f"; FID {per}",
                      "target": ">= 0.85", "met": q["target"]["met"]})
     return rows

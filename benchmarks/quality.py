@@ -10,7 +10,9 @@ accuracy score: a classifier trained only on generated images (`train_cas_classi
 on the real held-out images (`cas_counts`), and so is the same classifier trained, with the
 same steps, batches and augmentation (`train_cas_classifier` flips and shifts every batch,
 `entgan.quality.augment`), on the real training images instead. The figure is their ratio
-(synthetic / real), overall and per type. Target: overall ratio >= 0.85.
+(synthetic / real), overall and per type, with the demo job's own classifier steps (its
+`eval.cas_steps`); it is also reported at the benchmark's shorter `cas_steps`, where the real-data
+classifier is undertrained and the ratio flatters the generators. Target: overall ratio >= 0.85.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from pathlib import Path
 import torch
 
 from benchmarks import transfer
-from benchmarks.common import KNOWN_TYPES, NEW_TYPE, REPO, Referee, Settings, demo_edges, edge_split
+from benchmarks.common import KNOWN_TYPES, NEW_TYPE, Referee, Settings, demo_edges, edge_split
 from benchmarks.training import run_federated
 from entgan import strategies
-from entgan.config import load_job
 from entgan.evaluate import embed
 from entgan.models import Generator
 from entgan.quality import cas_counts, precision_recall, train_cas_classifier
@@ -90,27 +91,28 @@ def run(settings: Settings, workdir: Path, referee: Referee, pooled: dict[str, t
         k = min(PR_K, len(real_features) - 1)
         precision, recall = precision_recall(real_features, embed(referee.net, fakes), k=k)
         per_type[t] = {"fid": referee.fid(generators[t], t), "precision": precision, "recall": recall}
-    cas_synthetic, cas_real = _cas(generators, types, pooled, holdout, settings, settings.cas_steps)
+    steps = settings.champion_cas_steps()  # the demo job's own CAS classifier steps
+    cas_synthetic, cas_real = _cas(generators, types, pooled, holdout, settings, steps)
     for t in types:
         per_type[t].update(cas_synthetic=cas_synthetic[t], cas_real=cas_real[t],
                            cas_ratio=cas_synthetic[t] / cas_real[t] if cas_real[t] else None)
-    longer = None  # the same figure with the classifier steps of the champion job's own eval (the pipeline's CAS)
-    job_steps = load_job(REPO / settings.champion_job).eval.cas_steps if settings.champion_job else None
-    if job_steps and job_steps != settings.cas_steps:
-        syn, real = _cas(generators, types, pooled, holdout, settings, job_steps)
-        longer = {"steps": job_steps, "cas_synthetic": syn["all"], "cas_real": real["all"],
-                  "cas_ratio": syn["all"] / real["all"],
-                  "cas_ratio_per_type": {t: syn[t] / real[t] if real[t] else None for t in types}}
+    shorter = None  # the same at the benchmark's shorter classifier training (how earlier runs measured it)
+    if settings.cas_steps != steps:
+        syn, real = _cas(generators, types, pooled, holdout, settings, settings.cas_steps)
+        shorter = {"steps": settings.cas_steps, "cas_synthetic": syn["all"], "cas_real": real["all"],
+                   "cas_ratio": syn["all"] / real["all"],
+                   "cas_ratio_per_type": {t: syn[t] / real[t] if real[t] else None for t in types}}
     ratio = cas_synthetic["all"] / cas_real["all"]
     return {
         "what": "per-type domain-FID, precision, recall (k=3) and classification accuracy score of the champions "
                 "vs real held-out images",
         "how": "referee feature network; CAS = accuracy on real held-out images of a classifier trained only on "
                "generated images, divided by that of the same classifier trained on real training images "
-               f"({settings.cas_steps} steps, batch {2 * settings.batch_size}, balanced over the types; both "
+               f"({steps} steps, batch {2 * settings.batch_size}, balanced over the types; both "
                "classifiers see the same random flips and shifts, entgan.quality.augment)",
         "champions": champions,
-        "at_job_cas_steps": longer,
+        "cas_steps": steps,
+        "at_fewer_cas_steps": shorter,
         "types": per_type,
         "cas_synthetic": cas_synthetic["all"],
         "cas_real": cas_real["all"],

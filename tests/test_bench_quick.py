@@ -81,7 +81,8 @@ def test_cost_orchestration_throughput_and_quality_are_in_range(results):
 def test_quality_scores_champions_trained_as_the_demo_job_trains():
     # `make bench` trains figure 6's champions with the demo job's own train section, so a change to
     # jobs/demo.yaml changes what figure 6 scores; the quick mode uses its tiny settings.
-    assert FULL.champion_train() == load_job(ROOT / "jobs/demo.yaml").train
+    demo = load_job(ROOT / "jobs/demo.yaml")
+    assert FULL.champion_train() == demo.train and FULL.champion_cas_steps() == demo.eval.cas_steps
     assert QUICK.champion_job is None and QUICK.champion_train().batch_size == QUICK.batch_size // 2
 
 
@@ -92,4 +93,4 @@ def test_quality_records_how_its_champions_were_trained(results):
     assert set(champions["fid_per_round"]) == set(q["types"])
     for t, fids in champions["fid_per_round"].items():
         assert len(fids) == settings["rounds"] + 1 and all(_positive(f) for f in fids), t
-    assert q["at_job_cas_steps"] is None  # the quick mode has no job of its own
+    assert q["cas_steps"] == settings["cas_steps"] and q["at_fewer_cas_steps"] is None  # quick: no job of its own
