@@ -151,5 +151,6 @@ def draw_all(results: dict, out: Path) -> list[Path]:
             ax.set(title=key)
             ax.tick_params(axis="x", labelrotation=45)
         axes[3].axhline(0.85, color="grey", ls="--")
+        axes[3].set_title(f"cas_ratio (all {_fmt(q['cas_ratio'])}; --- target)")
         save(fig, "quality.png")
     return written
