@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import collections
 import contextlib
 import io
@@ -120,7 +121,15 @@ def _thread_safe_kfp_logging():
     task restores the handlers (`clear()`, then `addHandler`) at the moment the other logs
     "Task ... finished", that line goes to no handler and is lost: the progress bar ends short
     and counts from the log are wrong. While a run is in progress, this swaps in a version that
-    installs kfp's handler once, for as long as any task is inside it."""
+    installs kfp's handler once, for as long as any task is inside it.
+
+    The same race in `logging_utils.indented_print` (each task swaps `builtins.print` for a
+    wrapper that indents and calls the print it found) is worse: when two tasks overlap, the
+    later one restores the earlier one's wrapper, which stays installed, and the next tasks wrap
+    it again. Each wrapper calls the one below it twice (the indent, then the text), so a print
+    costs 2**depth writes: after enough overlaps a run spins on indentation (seen in CI: 14
+    leaked wrappers, a test hung for 20 minutes). Here one print wrapper is installed for the run
+    and the indent is per thread."""
     from kfp.local import logging_utils
 
     lock, depth, saved = threading.Lock(), [0], {}
@@ -146,12 +155,30 @@ def _thread_safe_kfp_logging():
                     root.handlers = saved["handlers"]
                     root.setLevel(saved["level"])
 
-    original = logging_utils.local_logger_context
-    logging_utils.local_logger_context = shared_context
+    this_thread, builtin_print = threading.local(), builtins.print
+
+    def print_indented(*args, **kwargs):
+        indent = getattr(this_thread, "indent", 0)
+        if indent:  # in the same write as the text, so that parallel tasks' lines do not interleave
+            args = (" " * indent + (str(args[0]) if args else ""), *args[1:])
+        return builtin_print(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def indented_print(num_spaces: int = 4):
+        this_thread.indent = getattr(this_thread, "indent", 0) + num_spaces
+        try:
+            yield
+        finally:
+            this_thread.indent -= num_spaces
+
+    originals = logging_utils.local_logger_context, logging_utils.indented_print
+    logging_utils.local_logger_context, logging_utils.indented_print = shared_context, indented_print
+    builtins.print = print_indented
     try:
         yield
     finally:
-        logging_utils.local_logger_context = original
+        builtins.print = builtin_print
+        logging_utils.local_logger_context, logging_utils.indented_print = originals
 
 
 def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False) -> dict:

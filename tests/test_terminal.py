@@ -165,3 +165,44 @@ def test_no_task_log_line_is_lost_when_parallel_tasks_log_at_once():
     lines = [line for line in out.getvalue().splitlines() if "finished with status" in line]
     assert len(lines) == threads * tasks
     assert logging_utils.local_logger_context.__module__ == "kfp.local.logging_utils"  # put back
+
+
+def test_parallel_tasks_leave_no_print_wrapper_behind():
+    """kfp.local's `indented_print` swaps `builtins.print` per task; two overlapping tasks left a
+    wrapper installed, the next tasks wrapped it again, and each wrapper prints twice through the
+    one below: a CI run spun on 2**14 indentation writes per line. Inside
+    `_thread_safe_kfp_logging` every line is indented once, and print is put back."""
+    import builtins
+    import contextlib
+    import sys
+    import threading
+
+    from kfp.local import logging_utils
+
+    from entgan.cli import _thread_safe_kfp_logging
+
+    threads, tasks = 4, 150
+    out = io.StringIO()
+    builtin_print = builtins.print
+
+    def worker(n: int) -> None:
+        for i in range(tasks):  # as task_dispatcher does around every task's subprocess output
+            with logging_utils.indented_print():
+                print(f"line {n}-{i}\n", end="")  # as run_local_subprocess prints each output line
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to expose the race
+    try:
+        with contextlib.redirect_stdout(out), _thread_safe_kfp_logging():
+            workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+    finally:
+        sys.setswitchinterval(interval)
+        leaked, builtins.print = builtins.print, builtin_print  # never leave a test's wrapper behind
+    lines = out.getvalue().splitlines()
+    assert sorted(lines) == sorted(f"    line {n}-{i}" for n in range(threads) for i in range(tasks))
+    assert leaked is builtin_print
+    assert logging_utils.indented_print.__module__ == "kfp.local.logging_utils"  # put back
