@@ -130,13 +130,28 @@ def test_figures_of_a_job_without_a_run_say_what_to_do(tmp_path, capsys):
 
 
 
+def _race(worker, threads: int) -> None:
+    """Run worker(0..threads-1) in threads that switch as often as possible, to expose races."""
+    import sys
+    import threading
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+
 def test_no_task_log_line_is_lost_when_parallel_tasks_log_at_once():
     """kfp.local runs two edge tasks in threads, and each task swaps the root logger's handlers
     in and out; a 'finished' line logged while the other task restores them was lost (CI saw a
     benchmark count one task short). Inside `_thread_safe_kfp_logging` every line arrives."""
     import contextlib
-    import sys
-    import threading
 
     from kfp.local import logging_utils
 
@@ -150,18 +165,9 @@ def test_no_task_log_line_is_lost_when_parallel_tasks_log_at_once():
             with logging_utils.local_logger_context():
                 logging_utils.logging.info(f"Task 'train-edge' finished with status SUCCESS {n}-{i}")
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to expose the race
-    try:
-        with contextlib.redirect_stdout(out), _thread_safe_kfp_logging():
-            with logging_utils.local_logger_context():  # the pipeline's own, around all tasks
-                workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-                for w in workers:
-                    w.start()
-                for w in workers:
-                    w.join()
-    finally:
-        sys.setswitchinterval(interval)
+    with contextlib.redirect_stdout(out), _thread_safe_kfp_logging():
+        with logging_utils.local_logger_context():  # the pipeline's own, around all tasks
+            _race(worker, threads)
     lines = [line for line in out.getvalue().splitlines() if "finished with status" in line]
     assert len(lines) == threads * tasks
     assert logging_utils.local_logger_context.__module__ == "kfp.local.logging_utils"  # put back
@@ -174,8 +180,6 @@ def test_parallel_tasks_leave_no_print_wrapper_behind():
     `_thread_safe_kfp_logging` every line is indented once, and print is put back."""
     import builtins
     import contextlib
-    import sys
-    import threading
 
     from kfp.local import logging_utils
 
@@ -190,17 +194,10 @@ def test_parallel_tasks_leave_no_print_wrapper_behind():
             with logging_utils.indented_print():
                 print(f"line {n}-{i}\n", end="")  # as run_local_subprocess prints each output line
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to expose the race
     try:
         with contextlib.redirect_stdout(out), _thread_safe_kfp_logging():
-            workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
+            _race(worker, threads)
     finally:
-        sys.setswitchinterval(interval)
         leaked, builtins.print = builtins.print, builtin_print  # never leave a test's wrapper behind
     lines = out.getvalue().splitlines()
     assert sorted(lines) == sorted(f"    line {n}-{i}" for n in range(threads) for i in range(tasks))
