@@ -181,12 +181,28 @@ def _thread_safe_kfp_logging():
         logging_utils.local_logger_context, logging_utils.indented_print = originals
 
 
-def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False) -> dict:
-    """Compile the job's pipeline and run that YAML with kfp.local (one subprocess per task).
+def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fresh_processes: bool = False) -> dict:
+    """Compile the job's pipeline and run that YAML with kfp.local (one process per task).
 
     Relative paths in the job are taken from `base` (default: the current folder). Returns the
     deploy step's summary; sample grids are copied to `<state_dir>/samples/<type>.png`.
+    Tasks start as forks of a pre-warmed server (`entgan.forkserver`, which imports torch, MLflow
+    and kfp once instead of once per task) unless `fresh_processes` or ENTGAN_FORK_SERVER=0.
     """
+    from entgan import forkserver
+
+    job = job.with_local_paths(base or Path.cwd())
+    state_dir = Path(job.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # Two edge tasks run at once locally; give each one core's worth of threads.
+    os.environ.setdefault("ENTGAN_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
+    with contextlib.ExitStack() as stack:
+        if forkserver.enabled() and not fresh_processes:  # it starts importing now, while we compile
+            stack.enter_context(forkserver.serving())
+        return _run_compiled(job, state_dir, verbose)
+
+
+def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
     import kfp.local
     import yaml
     from kfp import components
@@ -195,13 +211,8 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False) -> 
     from entgan.report import write_figures
     from entgan.steps import copy_samples
 
-    job = job.with_local_paths(base or Path.cwd())
-    state_dir = Path(job.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
     pipeline_file = compile_pipeline(job, state_dir / f"{job.name}.pipeline.yaml")
     pipeline = components.load_component_from_file(str(pipeline_file))
-    # Two edge tasks run at once locally; give each one core's worth of threads.
-    os.environ.setdefault("ENTGAN_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     warnings.filterwarnings("ignore", message=".*non-Python base image.*")
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
     kfp.local.init(
@@ -436,13 +447,16 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", help="output file (default: <job name>.pipeline.yaml)")
 
     run = _verb(verbs, "run", "run a job's pipeline locally with kfp.local",
-                "Compiles the job, runs that YAML (one subprocess per task) against the job's MLflow task\n"
+                "Compiles the job, runs that YAML (one process per task) against the job's MLflow task\n"
                 "library and prints a table per type; a progress bar on a terminal, plain lines otherwise.\n"
                 "Figures (real vs generated, FID per round) go to <state_dir>/figures/.\n\n"
                 "example: entgan run jobs/demo.yaml")
     run.add_argument("job", help="job file (YAML)")
     run.add_argument("--demo-data", action="store_true", help="write the demo edge folders first")
     run.add_argument("-v", "--verbose", action="store_true", help="show the KFP executors' full logs")
+    run.add_argument("--fresh-processes", action="store_true",
+                     help="start every task in a fresh Python, as plain kfp.local does (slower; by default "
+                          "tasks are forks of one process that has imported torch, MLflow and kfp)")
 
     gen = _verb(verbs, "generate", "write images from the champion generators (ImageFolder layout)",
                 "example: entgan generate --job jobs/demo.yaml --type box -n 100 --out synth/")
@@ -505,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             job = load_job(args.job)
             if args.demo_data:
                 data_demo(Path(job.state_dir) / "edges")
-            print(format_summary(run_local(job, verbose=args.verbose)))
+            print(format_summary(run_local(job, verbose=args.verbose, fresh_processes=args.fresh_processes)))
         elif args.verb == "generate":
             generate(load_job(args.job), args.types, args.n, args.out, args.seed)
         elif args.verb == "status":
