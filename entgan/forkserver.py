@@ -16,7 +16,9 @@ Protocol, over a Unix socket (one connection per task): the client sends the wri
 server forks a supervisor, which forks the task, sends back the task's pid, waits for it and
 sends its exit status (negative: killed by that signal, as `subprocess.Popen` reports it).
 
-Linux only by default (fork after importing torch and MLflow is not safe on macOS); anything
+The socket lies in a folder only this user can open (mkdtemp: mode 0700); requests carry the
+task's environment, credentials included, and nothing is logged. Linux only by default (fork
+after importing torch and MLflow is not safe on macOS); anything
 that is not a kfp lightweight-component command, and any failure to reach the server, runs the
 plain subprocess instead. `ENTGAN_FORK_SERVER=0` (or `entgan run --fresh-processes`) turns it off.
 """
@@ -27,6 +29,7 @@ import contextlib
 import json
 import os
 import random
+import selectors
 import shutil
 import signal
 import socket
@@ -34,6 +37,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -76,6 +80,10 @@ def parse_command(full_command: list[str]) -> tuple[str, list[str]] | None:
 # ---------------------------------------------------------------- client (the `entgan run` side)
 
 
+class ServerGone(ConnectionError):
+    """The server cannot be reached (it died or was stopped); the task was not started."""
+
+
 class ForkServer:
     """A running server process and the socket to reach it."""
 
@@ -88,29 +96,26 @@ class ForkServer:
                 [sys.executable, "-m", "entgan.forkserver", self.address, *preload],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
         self.ready: bool | None = None  # None: still importing
+        self._lock = threading.Lock()  # kfp.local asks from two task threads at once
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> bool:
         """Blocks until the server has imported PRELOAD (False if it died or timed out)."""
-        if self.ready is None:
-            line = b""
-            with contextlib.suppress(Exception):
-                import selectors
-
+        with self._lock:
+            if self.ready is None:
                 with selectors.DefaultSelector() as sel:
                     sel.register(self.process.stdout, selectors.EVENT_READ)
-                    if sel.select(timeout):
-                        line = self.process.stdout.readline()
-            self.ready = line == READY
-            if not self.ready:
-                error = self._error()
-                self.close()
-                print(f"[entgan] task fork server did not start ({error}); tasks start fresh processes "
-                      "instead", file=sys.stderr)
-        return self.ready
+                    line = self.process.stdout.readline() if sel.select(timeout) else b""
+                self.ready = line == READY
+                if not self.ready:
+                    error = self._error(timeout)
+                    self.close()
+                    print(f"[entgan] task fork server did not start ({error}); tasks start fresh processes "
+                          "instead", file=sys.stderr)
+            return self.ready
 
-    def _error(self) -> str:
+    def _error(self, timeout: float) -> str:
         if self.process.poll() is None:
-            return "no answer"
+            return f"not ready after {timeout:.0f} s"
         tail = self.log.read_text(errors="replace").strip().splitlines() if self.log.exists() else []
         return tail[-1] if tail else f"exit status {self.process.returncode}"
 
@@ -121,7 +126,10 @@ class ForkServer:
         pid = None
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                conn.connect(self.address)
+                try:
+                    conn.connect(self.address)
+                except OSError as err:  # nothing has started: the caller can run it the plain way
+                    raise ServerGone(f"task fork server at {self.address}: {err}") from err
                 request = json.dumps({"source": source, "args": args, "env": env, "cwd": os.getcwd()}).encode()
                 socket.send_fds(conn, [_LENGTH.pack(len(request))], [write_end])
                 conn.sendall(request)
@@ -167,9 +175,13 @@ def serving(preload: tuple[str, ...] = PRELOAD):
 
     def run_local_subprocess(full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
         task = parse_command(full_command)
-        if task is None or not server.wait_ready():
-            return plain(full_command=full_command, env_vars=env_vars)
-        return server.run(*task, env={**os.environ, **(env_vars or {})})
+        if task is not None and server.wait_ready():
+            try:
+                return server.run(*task, env={**os.environ, **(env_vars or {})})
+            except ServerGone as gone:
+                server.ready = False
+                print(f"[entgan] {gone}; tasks start fresh processes instead", file=sys.stderr)
+        return plain(full_command=full_command, env_vars=env_vars)
 
     handler.run_local_subprocess = run_local_subprocess
     try:

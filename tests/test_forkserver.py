@@ -148,3 +148,13 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_server_that_dies_mid_run_leaves_the_next_tasks_to_fresh_processes(local_runner, capsys):
+    with forkserver.serving(PRELOAD) as server:
+        assert server.wait_ready()
+        server.process.kill()
+        server.process.wait()
+        assert probes().output == "TWO"
+    assert [r["forked"] for r in _reports(local_runner / "root")] == [False, False]
+    assert "tasks start fresh processes instead" in capsys.readouterr().err
