@@ -220,7 +220,7 @@ def _serve(address: str) -> tuple[dict, int] | None:
     sys.stdout.buffer.write(READY)
     sys.stdout.flush()
     try:
-        return _accept_tasks(listener)
+        return _accept_tasks(listener, address)
     finally:
         if os.getpid() == server:  # stopping: wait for the tasks still running (kill -9 ends that)
             _reap(block=True)
@@ -232,7 +232,7 @@ def _reap(block: bool) -> None:
             pass
 
 
-def _accept_tasks(listener: socket.socket) -> tuple[dict, int]:
+def _accept_tasks(listener: socket.socket, address: str) -> tuple[dict, int]:
     parent = os.getppid()
     listener.settimeout(1.0)
     while True:
@@ -240,6 +240,7 @@ def _accept_tasks(listener: socket.socket) -> tuple[dict, int]:
             conn, _ = listener.accept()
         except TimeoutError:
             if os.getppid() != parent:  # `entgan run` is gone (killed): nothing will ask again
+                shutil.rmtree(Path(address).parent, ignore_errors=True)  # its close() will not
                 sys.exit(0)
             continue
         conn.setblocking(True)

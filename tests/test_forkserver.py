@@ -133,13 +133,13 @@ def test_only_kfp_lightweight_component_commands_are_forked():
 
 def test_the_server_stops_when_entgan_run_is_killed(tmp_path):
     code = ("import sys, os\nfrom entgan.forkserver import ForkServer\ns = ForkServer(('colorsys',))\n"
-            "assert s.wait_ready()\nprint(s.process.pid, flush=True)\nos._exit(0)\n")  # no close(): killed
+            "assert s.wait_ready()\nprint(s.process.pid, s.folder, flush=True)\nos._exit(0)\n")  # no close()
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    pid = int(child.stdout.split()[0])
+    pid, folder = child.stdout.split()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and (_alive(int(pid)) or os.path.exists(folder)):
         time.sleep(0.2)
-    assert not _alive(pid)
+    assert not _alive(int(pid)) and not os.path.exists(folder)  # gone, and its socket folder with it
 
 
 def _alive(pid: int) -> bool:
