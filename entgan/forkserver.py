@@ -204,7 +204,7 @@ def _recv_exactly(conn: socket.socket, n: int) -> bytes:
 # ---------------------------------------------------------------- server
 
 
-def _serve(address: str) -> tuple[dict, int] | None:
+def _serve(address: str) -> tuple[dict, int]:
     """Accepts tasks until terminated. Returns only in a task process: (request, stdout fd)."""
     server = os.getpid()
     # Reap finished supervisors as they end (waited for, their CPU time counts in this process's
