@@ -56,6 +56,7 @@ class Settings:
     edge_counts: tuple[int, ...]
     transfer_rounds: int
     cas_steps: int  # CAS classifier steps of figure 4's job (and figure 6's second reading)
+    cas_seeds: int  # figure 6 trains each CAS classifier this many times (seeds 0, 1, ...) and averages
     throughput_images: int
     throughput_repeats: int
     pipeline: dict  # the train/eval section of the job that figure 4 runs through kfp.local
@@ -106,7 +107,7 @@ FULL = Settings(
     mode="full", per_type=None, image_size=32, width=16, latent_dim=64,
     rounds=8, local_steps=75, cloud_steps=3, batch_size=32, lr=5e-4, mu=0.01,
     referee_steps=400, num_generated=512, target_slack=1.25, edge_counts=(1, 2, 4, 8),
-    transfer_rounds=8, cas_steps=150, throughput_images=4096, throughput_repeats=3,
+    transfer_rounds=8, cas_steps=150, cas_seeds=5, throughput_images=4096, throughput_repeats=3,
     pipeline={"rounds": 1, "local_steps": 150, "cloud_steps": 3, "batch_size": 32, "image_size": 32,
               "width": 16, "latent_dim": 64, "feature_steps": 60, "num_generated": 512},
     pipeline_edges=4, champion_job="jobs/demo.yaml",
@@ -116,7 +117,7 @@ QUICK = Settings(
     mode="quick", per_type=24, image_size=16, width=8, latent_dim=8,
     rounds=2, local_steps=3, cloud_steps=1, batch_size=8, lr=5e-4, mu=0.01,
     referee_steps=5, num_generated=32, target_slack=1.25, edge_counts=(1, 2, 4, 8),
-    transfer_rounds=2, cas_steps=3, throughput_images=64, throughput_repeats=1,
+    transfer_rounds=2, cas_steps=3, cas_seeds=2, throughput_images=64, throughput_repeats=1,
     pipeline={"rounds": 1, "local_steps": 2, "cloud_steps": 1, "batch_size": 8, "image_size": 16,
               "width": 8, "latent_dim": 8, "feature_steps": 2, "num_generated": 32},
     pipeline_edges=2, champion_job=None,

@@ -76,6 +76,12 @@ def test_cost_orchestration_throughput_and_quality_are_in_range(results):
     for t, v in q["types"].items():
         assert _positive(v["fid"]) and 0 <= v["precision"] <= 1 and 0 <= v["recall"] <= 1, t
         assert 0 <= v["cas_synthetic"] <= 1 and 0 <= v["cas_real"] <= 1, t
+    # CAS is averaged over classifier seeds: the ratio of the averages lies within the seeds' ratios
+    per_seed = [r for r in q["cas_ratio_per_seed"] if r is not None]
+    assert len(q["cas_ratio_per_seed"]) == q["cas_seeds"] == results[0]["settings"]["cas_seeds"] >= 2
+    if q["cas_real"] > 0 and len(per_seed) == q["cas_seeds"]:
+        assert q["cas_ratio"] == pytest.approx(q["cas_synthetic"] / q["cas_real"])
+        assert min(per_seed) - 1e-9 <= q["cas_ratio"] <= max(per_seed) + 1e-9
 
 
 def test_quality_scores_champions_trained_as_the_demo_job_trains():
