@@ -143,6 +143,11 @@ class EvalSpec(_Strict):
     feature_dim: int = Field(default=64, ge=2, le=2048)
     num_generated: int = Field(default=512, ge=16, description="fake images per FID")
     cas_steps: int = Field(default=300, ge=1, description="steps of the CAS classifier (synthetic images only)")
+    cas_seeds: int = Field(
+        default=3, ge=1,
+        description="CAS classifiers per set of generators (seeds train.seed, +1, ...), their counts pooled: "
+        "one classifier's per-type CAS moves by up to ±0.15 with its seed",
+    )
     pr_k: int = Field(default=3, ge=1, description="k of the k-NN manifolds of precision and recall")
     confidence: float = Field(
         default=0.5, gt=0, lt=1, description="below this top-class probability an image is 'uncertain'"

@@ -565,8 +565,9 @@ def step_prepare_eval(
     library=None,
     kfp_run_id: str | None = None,
 ) -> None:
-    """The eval stage starts: train the CAS classifiers on synthetic images only (one from the
-    trained generators, one from the starting ones) for the edges to test on their real images."""
+    """The eval stage starts: train the CAS classifiers on synthetic images only (from the
+    trained generators and from the starting ones, `eval.cas_seeds` of each) for the edges to test
+    on their real images."""
     if library is not None:
         record(library, job_run(library, kfp_run_id), Stage.EVAL, State.READY, State.STARTING, State.RUNNING,
                detail="federated evaluation")
@@ -575,19 +576,31 @@ def step_prepare_eval(
     for name, path in (("candidate", state_path), ("baseline", initial_state_path)):
         state = _load_state(path)
         generators = {t: strategies.load_generator(state, t, job.train) for t in plan.types}
-        classifier = train_cas_classifier(
-            generators, plan.types, image_size=job.train.image_size, steps=job.eval.cas_steps,
-            batch_size=job.train.batch_size, seed=job.train.seed, feature_dim=job.eval.feature_dim,
-        )
-        groups[f"cas/{name}"] = classifier.state_dict()
-        log(f"CAS classifier of the {name} generators trained on synthetic images ({job.eval.cas_steps} steps)")
+        for i in range(job.eval.cas_seeds):
+            classifier = train_cas_classifier(
+                generators, plan.types, image_size=job.train.image_size, steps=job.eval.cas_steps,
+                batch_size=job.train.batch_size, seed=job.train.seed + i, feature_dim=job.eval.feature_dim,
+            )
+            groups[f"cas/{name}/{i}"] = classifier.state_dict()
+        log(f"CAS classifiers of the {name} generators trained on synthetic images "
+            f"({job.eval.cas_seeds} seeds x {job.eval.cas_steps} steps)")
     save_bundle(kit_path, pack(groups), BundleHeader(kind="eval-kit", extra={"types": plan.types}))
 
 
-def _cas_classifier(kit: Bundle, name: str, job: JobSpec, types: list[str]):
-    net = strategies.new_feature_net(len(types), job.train, job.eval)
-    net.load_state_dict(kit.groups()[f"cas/{name}"])
-    return net
+def _cas_classifiers(kit: Bundle, name: str, job: JobSpec, types: list[str]) -> list:
+    """The kit's CAS classifiers of one set of generators ("candidate" or "baseline"), one per seed."""
+    groups, nets = kit.groups(), []
+    for i in range(job.eval.cas_seeds):
+        net = strategies.new_feature_net(len(types), job.train, job.eval)
+        net.load_state_dict(groups[f"cas/{name}/{i}"])
+        nets.append(net)
+    return nets
+
+
+def _pooled_counts(classifiers: list, images: torch.Tensor, label: int) -> tuple[int, int]:
+    """(correct, total) summed over the classifiers: their CAS is the mean of theirs."""
+    counts = [cas_counts(c, images, label) for c in classifiers]
+    return sum(c for c, _ in counts), sum(n for _, n in counts)
 
 
 def step_edge_eval(
@@ -608,7 +621,7 @@ def step_edge_eval(
                      holdout=True) if types else {}
     net = strategies.load_feature_net(_load_state(state_path), len(plan.evaluator_types), job.train, job.eval)
     kit = load_bundle(kit_path)
-    classifiers = {name: _cas_classifier(kit, name, job, plan.types) for name in ("candidate", "baseline")}
+    classifiers = {name: _cas_classifiers(kit, name, job, plan.types) for name in ("candidate", "baseline")}
     tensors, counts, accuracy, cas = {}, {}, {}, {}
     for t, images in data.items():
         if len(images) == 0:
@@ -617,7 +630,7 @@ def step_edge_eval(
         tensors[f"{t}/features"] = embed(net, images)
         counts[t] = len(images)
         accuracy[t] = classification_accuracy(net, images, plan.label(t))
-        cas[t] = {name: cas_counts(c, images, plan.types.index(t)) for name, c in classifiers.items()}
+        cas[t] = {name: _pooled_counts(c, images, plan.types.index(t)) for name, c in classifiers.items()}
     header = BundleHeader(kind="feature-stats", edge=edge, num_examples=counts,
                           extra={"accuracy": accuracy, "cas": cas})
     save_bundle(stats_path, tensors, header)
