@@ -565,17 +565,22 @@ def step_prepare_eval(
     library=None,
     kfp_run_id: str | None = None,
 ) -> None:
-    """The eval stage starts: train the CAS classifiers on synthetic images only (from the
-    trained generators and from the starting ones, `eval.cas_seeds` of each) for the edges to test
-    on their real images."""
+    """The eval stage starts: train the CAS classifiers on synthetic images only, `eval.cas_seeds`
+    of each set of generators, for the edges to test on their real images. Sets: "candidate" (the
+    trained generators), "baseline" (the starting ones: the "before" of the report) and, when the
+    run trains known and new types together, "champion" (`_champion_set`), which the gate
+    compares the candidates with."""
     if library is not None:
         record(library, job_run(library, kfp_run_id), Stage.EVAL, State.READY, State.STARTING, State.RUNNING,
                detail="federated evaluation")
     plan = Plan.load(plan_path)
+    final, initial = _load_state(state_path), _load_state(initial_state_path)
+    sets = {name: {t: strategies.load_generator(state, t, job.train) for t in plan.types}
+            for name, state in (("candidate", final), ("baseline", initial))}
+    if _champion_set(plan):
+        sets["champion"] = {t: sets["baseline" if plan.start.get(t) else "candidate"][t] for t in plan.types}
     groups = {}
-    for name, path in (("candidate", state_path), ("baseline", initial_state_path)):
-        state = _load_state(path)
-        generators = {t: strategies.load_generator(state, t, job.train) for t in plan.types}
+    for name, generators in sets.items():
         for i in range(job.eval.cas_seeds):
             classifier = train_cas_classifier(
                 generators, plan.types, image_size=job.train.image_size, steps=job.eval.cas_steps,
@@ -584,11 +589,22 @@ def step_prepare_eval(
             groups[f"cas/{name}/{i}"] = classifier.state_dict()
         log(f"CAS classifiers of the {name} generators trained on synthetic images "
             f"({job.eval.cas_seeds} seeds x {job.eval.cas_steps} steps)")
-    save_bundle(kit_path, pack(groups), BundleHeader(kind="eval-kit", extra={"types": plan.types}))
+    save_bundle(kit_path, pack(groups), BundleHeader(kind="eval-kit", extra={"types": plan.types,
+                                                                              "cas_sets": list(sets)}))
+
+
+def _champion_set(plan: Plan) -> bool:
+    """Does the gate need its own CAS classifier? A type's CAS depends on every type the classifier
+    is trained on. When a run trains new types beside known ones, the starting generators ("baseline")
+    hold each new type's warm start, a copy of its parent's generator, which halves the parent's
+    CAS (the classifier cannot tell the two apart). The gate's "champion" set is the library as
+    it stands if no known type's candidate is promoted: champions, plus the new types' candidates."""
+    known = [t for t in plan.types if plan.start.get(t)]
+    return bool(known) and len(known) < len(plan.types)
 
 
 def _cas_classifiers(kit: Bundle, name: str, job: JobSpec, types: list[str]) -> list:
-    """The kit's CAS classifiers of one set of generators ("candidate" or "baseline"), one per seed."""
+    """The kit's CAS classifiers of one set of generators (`step_prepare_eval`), one per seed."""
     groups, nets = kit.groups(), []
     for i in range(job.eval.cas_seeds):
         net = strategies.new_feature_net(len(types), job.train, job.eval)
@@ -621,7 +637,7 @@ def step_edge_eval(
                      holdout=True) if types else {}
     net = strategies.load_feature_net(_load_state(state_path), len(plan.evaluator_types), job.train, job.eval)
     kit = load_bundle(kit_path)
-    classifiers = {name: _cas_classifiers(kit, name, job, plan.types) for name in ("candidate", "baseline")}
+    classifiers = {name: _cas_classifiers(kit, name, job, plan.types) for name in kit.header.extra["cas_sets"]}
     tensors, counts, accuracy, cas = {}, {}, {}, {}
     for t, images in data.items():
         if len(images) == 0:
@@ -685,6 +701,8 @@ def step_evaluate(
             **_scores(job, net, strategies.load_generator(initial, t, job.train), real, real_features, "baseline_"),
             "cas": cas_from_counts(cas[t]["candidate"]),
             "baseline_cas": cas_from_counts(cas[t]["baseline"]),
+            # what the gate compares with: see _champion_set
+            "champion_cas": cas_from_counts(cas[t].get("champion", cas[t]["baseline"])),
             "holdout_images": float(real.count),
             "train_images": float(plan.train_examples[t]),
             "evaluator_accuracy": sum(a * k for a, k in accuracy[t]) / sum(k for _, k in accuracy[t]),
@@ -742,10 +760,12 @@ def _scores(job: JobSpec, net, generator, real: FeatureStats, real_features: tor
 
 def gate(job: JobSpec, scores: dict[str, float], has_champion: bool) -> tuple[bool, str]:
     """The deploy gate over FID, precision, recall and CAS; the champion was scored in this run
-    on the same statistics (its scores are the `baseline_*` ones)."""
+    on the same statistics (its scores are the `baseline_*` ones; its CAS is `champion_cas`)."""
     names = ("fid", "precision", "recall", "cas")
     candidate = {m: scores[m] for m in names}
-    champion = {m: scores[f"baseline_{m}"] for m in names} if has_champion else None
+    champion = {m: scores[f"baseline_{m}"] for m in ("fid", "precision", "recall")} if has_champion else None
+    if champion is not None:
+        champion["cas"] = scores.get("champion_cas", scores["baseline_cas"])
     promote, reasons = gate_decision(candidate, champion, job.deploy)
     return promote, "; ".join(reasons)
 

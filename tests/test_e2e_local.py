@@ -5,6 +5,7 @@ Real parts only: the KFP compiler and local runner, an embedded MLflow (SQLite) 
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def test_first_run_registers_and_deploys_every_type(runs):
         assert info["fid"] > 0 and info["baseline_fid"] > 0
         assert 0 <= info["precision"] <= 1 and 0 <= info["recall"] <= 1 and 0 <= info["cas"] <= 1
         assert info["promoted"] and info["version"] == "1" and info["champion"] == "1"
+        assert info["champion_cas"] == info["baseline_cas"]  # no champions yet: no set of their own
         assert Image.open(info["grid"]).mode == "RGB"
     text = format_summary(first)
     assert "FID before" in text and all(t in text for t in TYPES)
@@ -84,6 +86,10 @@ def test_second_run_continues_known_types_and_warm_starts_the_new_one(runs):
         assert str(champion.version) == ("2" if info["promoted"] else "1")
         if info["promoted"]:
             assert info["fid"] < info["baseline_fid"]
+        # The gate's CAS rule compares with the champions + pillar's candidate (not with pillar's
+        # warm start, a copy of its parent): the champion CAS in the reason is `champion_cas`.
+        quoted = re.search(r"the champion's ([0-9.]+)", info["reason"].split("CAS", 1)[1])
+        assert quoted and float(quoted.group(1)) == pytest.approx(info["champion_cas"], abs=0.006), info["reason"]
     pillar = second["types"]["pillar"]
     assert pillar["version"] == "1" and pillar["parent_version"] is None
     parent = client.get_model_version("entgan-tiny-pillar", "1").tags["entgan.parent_task"]

@@ -5,7 +5,7 @@ from entgan import strategies
 from entgan.config import EvalSpec, TrainSpec, parse_job
 from entgan.data import DataError, EdgeReport, TypeCounts
 from entgan.evaluate import FeatureStats
-from entgan.steps import apply_trigger, make_plan, nearest_task
+from entgan.steps import _champion_set, apply_trigger, gate, make_plan, nearest_task
 
 
 def _job(**kw):
@@ -70,3 +70,21 @@ def test_feature_net_is_extended_for_a_new_type():
     assert torch.equal(new["body.0.weight"], old["body.0.weight"])
     reordered = strategies.extend_feature_net(old, ["box", "table"], ["table", "box"], train, ev)
     assert torch.equal(reordered["head.weight"][0], old["head.weight"][1])
+
+
+def test_the_gate_compares_cas_with_the_champion_set_only_when_known_and_new_types_train_together():
+    plan = make_plan(_job(), _reports())  # box and table
+    plan.start = {"box": None, "table": None}  # first run: no champions
+    assert not _champion_set(plan)
+    plan.start = {"box": "3", "table": "1"}  # every type has a champion: the starting set is the champions
+    assert not _champion_set(plan)
+    plan.start = {"box": "3", "table": None}  # table is new: its starting G is a copy of its parent's
+    assert _champion_set(plan)
+    scores = {"fid": 1.0, "precision": 0.9, "recall": 0.8, "cas": 0.7,
+              "baseline_fid": 2.0, "baseline_precision": 0.9, "baseline_recall": 0.8, "baseline_cas": 0.35,
+              "champion_cas": 0.9}
+    job = _job(deploy={"cas_tolerance": 0.02})
+    promote, reason = gate(job, scores, has_champion=True)
+    assert not promote and "CAS 0.70 drops below the champion's 0.90" in reason
+    promote, reason = gate(job, {**scores, "champion_cas": 0.71}, has_champion=True)
+    assert promote and "CAS 0.70 holds against the champion's 0.71" in reason
