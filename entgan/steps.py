@@ -603,9 +603,9 @@ def _champion_set(plan: Plan) -> bool:
     return bool(known) and len(known) < len(plan.types)
 
 
-def _cas_classifiers(kit: Bundle, name: str, job: JobSpec, types: list[str]) -> list:
-    """The kit's CAS classifiers of one set of generators (`step_prepare_eval`), one per seed."""
-    groups, nets = kit.groups(), []
+def _cas_classifiers(groups: dict, name: str, job: JobSpec, types: list[str]) -> list:
+    """The eval kit's CAS classifiers of one set of generators (`step_prepare_eval`), one per seed."""
+    nets = []
     for i in range(job.eval.cas_seeds):
         net = strategies.new_feature_net(len(types), job.train, job.eval)
         net.load_state_dict(groups[f"cas/{name}/{i}"])
@@ -637,7 +637,8 @@ def step_edge_eval(
                      holdout=True) if types else {}
     net = strategies.load_feature_net(_load_state(state_path), len(plan.evaluator_types), job.train, job.eval)
     kit = load_bundle(kit_path)
-    classifiers = {name: _cas_classifiers(kit, name, job, plan.types) for name in kit.header.extra["cas_sets"]}
+    groups = kit.groups()
+    classifiers = {name: _cas_classifiers(groups, name, job, plan.types) for name in kit.header.extra["cas_sets"]}
     tensors, counts, accuracy, cas = {}, {}, {}, {}
     for t, images in data.items():
         if len(images) == 0:
