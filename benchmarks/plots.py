@@ -68,7 +68,8 @@ def summary_rows(results: dict) -> list[dict]:
 
 
 def _seed_spread(q: dict) -> str:
-    """", mean of 5 classifier seeds (0.82-0.92)" when figure 6 trained its classifiers more than once."""
+    """The table's note on figure 6's classifier seeds, e.g. ", mean of 5 classifier seeds (0.83-0.92)";
+    empty when its classifiers were trained once."""
     per_seed = [r for r in q.get("cas_ratio_per_seed", []) if r is not None]
     if len(per_seed) < 2:
         return ""

@@ -313,7 +313,6 @@ def _exit(code: int) -> None:
     imported: that teardown alone costs about a second per task and writes nothing."""
     import atexit
     import gc
-    import threading
 
     threading._shutdown()  # what Py_Finalize calls first: stops thread pools, joins non-daemon threads
     atexit._run_exitfuncs()
