@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
+from torchvision.utils import make_grid
 
 from entgan.data import to_uint8
 from entgan.models import FeatureExtractor, FeatureNet, Generator
@@ -106,13 +106,6 @@ def fid_from_stats(net: FeatureNet, real: FeatureStats, fake_images: torch.Tenso
     return float(metric.compute())
 
 
-def generator_fid(
-    net: FeatureNet, generator: Generator, real: FeatureStats, num_images: int, seed: int = 0
-) -> float:
-    rng = torch.Generator().manual_seed(seed)
-    return fid_from_stats(net, real, generator.sample(num_images, generator=rng))
-
-
 def classification_accuracy(net: FeatureNet, images: torch.Tensor, label: int) -> float:
     """Share of `images` the feature network assigns to class `label`."""
     if len(images) == 0:
@@ -133,17 +126,15 @@ def uncertain_count(net: FeatureNet, images: torch.Tensor, confidence: float) ->
 
 
 def image_grid(images: torch.Tensor, columns: int = 8, scale: int = 2, pad: int = 1) -> Image.Image:
-    """Tile images (N, 3, S, S) in [-1, 1] into one PIL image, enlarged `scale` times."""
-    tiles = to_uint8(images)
-    n, size = tiles.shape[0], tiles.shape[1]
-    rows = (n + columns - 1) // columns
-    cell = size + pad
-    canvas = np.full((rows * cell + pad, columns * cell + pad, 3), 255, dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        canvas[pad + r * cell : pad + r * cell + size, pad + c * cell : pad + c * cell + size] = tile
-    grid = Image.fromarray(canvas)
-    return grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
+    """Tile images (N, 3, S, S) in [-1, 1] into one PIL image on white, enlarged `scale` times.
+
+    `torchvision.utils.make_grid` lays the tiles out (`columns` per row, `pad` pixels between
+    them); a grid is always at least `columns` wide, so grids of one width line up."""
+    if len(images) < columns:  # make_grid narrows a short row; blank (white) tiles keep the width
+        images = torch.cat([images, images.new_ones(columns - len(images), *images.shape[1:])])
+    grid = make_grid(images.detach().clamp(-1, 1), nrow=columns, padding=pad, pad_value=1.0)
+    picture = Image.fromarray(to_uint8(grid[None])[0])
+    return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
 
 
 def save_sample_grid(generator: Generator, path: str | Path, n: int = 64, seed: int = 0) -> Path:

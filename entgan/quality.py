@@ -21,6 +21,7 @@ import math
 
 import torch
 from torch.nn import functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from entgan.config import DeploySpec
 from entgan.models import FeatureNet, Generator
@@ -118,16 +119,19 @@ def augment(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     """Random horizontal flips and shifts of up to 1/10 of the image side (edges replicated).
 
     The CAS classifier sees only synthetic images; without this it learns the generators'
-    pixel-exact artifacts and fails on real images (demo, 300 steps: CAS 0.41 without, 0.81
-    with flips and shifts, against 0.91 for the same classifier trained on real images).
+    pixel-exact artifacts and fails on real images (docs/design.md, "CAS").
+
+    Built from `torchvision.transforms.v2.functional`, with one flip and one shift drawn per
+    image from `rng`: the `v2` transform classes draw one set of parameters per call (a whole
+    batch would flip and move together) and from the global RNG, not from `rng`.
     """
     n, _, size, _ = images.shape
     flip = torch.rand(n, generator=rng) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(3), images)
+    images = torch.where(flip[:, None, None, None], TF.horizontal_flip(images), images)
     pad = max(1, size // 10)
-    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    dx, dy = torch.randint(0, 2 * pad + 1, (2, n), generator=rng)
-    return torch.stack([padded[i, :, dy[i] : dy[i] + size, dx[i] : dx[i] + size] for i in range(n)])
+    padded = TF.pad(images, [pad], padding_mode="edge")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2, n), generator=rng).tolist()
+    return torch.stack([TF.crop(padded[i], dy[i], dx[i], size, size) for i in range(n)])
 
 
 def train_cas_classifier(
