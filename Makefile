@@ -8,13 +8,12 @@ UI_PORT ?= 5000
 
 .PHONY: install run test compile ui clean help lifelong browser figures bench bench-quick
 
-help:
-	@echo "make run      run the demo job end to end (kfp.local + embedded MLflow)"
-	@echo "make test     run the test suite"
-	@echo "make compile  compile JOB ($(JOB)) to build/<name>.pipeline.yaml for Kubeflow"
-	@echo "make ui       MLflow UI on the demo's task library (http://127.0.0.1:$(UI_PORT))"
-	@echo "make bench    run the benchmarks (benchmarks/results/latest.json + plots; ~30 min on 2 cores)"
-	@echo "make figures  redraw the README's figures (docs/figures/) from the demo's task library (after make run)"
+# `make help` prints every target that has a `## what it does` comment on its rule line
+# (tests/test_make_help.py checks that every .PHONY target has one).
+help:  ## list the targets (this)
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' \
+		| awk -F'\t' '{ printf "make %-12s %s\n", $$1, $$2 }'
+	@echo "variables: JOB=$(JOB) CLUSTER_JOB=$(CLUSTER_JOB) UI_PORT=$(UI_PORT) REGISTRY=$(REGISTRY) TAG=$(TAG) CRON='$(CRON)'"
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -22,18 +21,18 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP)  ## create .venv and install the pinned dependencies (every target does this first)
 
-run: install
+run: install  ## the demo job end to end: demo edge folders, then `entgan run JOB` (kfp.local + embedded MLflow)
 	$(BIN)/entgan data demo --root .entgan/demo/edges
 	$(BIN)/entgan run $(JOB)
 
-test: install browser
+test: install browser  ## the test suite (pytest; installs chromium for the browser test when it can)
 	$(BIN)/python -m pytest
 
 # tests/test_mlflow_ui.py drives Debian's chromium + chromedriver: install them when missing and
 # apt-get can (root, or password-less sudo); otherwise say so (the test then fails under CI=true).
-browser:
+browser:  ## install chromium + chromedriver with apt-get when missing (for tests/test_mlflow_ui.py)
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing chromium and chromium-driver (apt-get) for the MLflow UI browser test"; \
@@ -43,28 +42,28 @@ browser:
 	else echo "chromium/chromedriver are missing and cannot be installed here: install chromium and chromium-driver"; fi
 
 # The README's pictures: samples (real vs generated) and FID curves of the demo, into docs/figures/.
-figures: install
+figures: install  ## redraw the README's figures into docs/figures/ from the demo's task library (after make run)
 	$(BIN)/entgan figures $(JOB) --out docs/figures
 
-# Benchmarks (README: Benchmarks): `bench` writes benchmarks/results/; `bench-quick` runs the same
+# Benchmarks (README: Benchmarks; docs/benchmarks.md): `bench` writes benchmarks/results/; `bench-quick` runs the same
 # harness on tiny settings into build/bench-quick (tests/test_bench_quick.py runs it in `make test`).
-bench: install
+bench: install  ## the six benchmark figures: benchmarks/results/latest.json + plots (~25 min on 2 idle cores)
 	$(BIN)/python -m benchmarks
 
-bench-quick: install
+bench-quick: install  ## the benchmark harness on tiny settings, into build/bench-quick
 	$(BIN)/python -m benchmarks --quick --out build/bench-quick
 
-compile: install
+compile: install  ## compile JOB to build/<name>.pipeline.yaml for Kubeflow
 	$(BIN)/entgan compile $(JOB) -o build/$(notdir $(basename $(JOB))).pipeline.yaml
 
-ui: install
+ui: install  ## MLflow UI over the demo's task library (http://127.0.0.1:UI_PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.entgan/demo/mlflow.db \
 		--host 127.0.0.1 --port $(UI_PORT)
 
-clean:
+clean:  ## remove local state and build output (.entgan, build)
 	rm -rf .entgan build
 
-# ---------------------------------------------------------------- Kubeflow (README: Deploy on Kubeflow)
+# ---------------------------------------------------------------- Kubeflow (README: Deploy on Kubeflow; docs/kubeflow.md)
 REGISTRY    ?= ghcr.io/entgan
 TAG         ?= 0.1.0
 DOCKER      ?= docker
@@ -90,7 +89,7 @@ schedule: install  ## create or update the recurring run of CLUSTER_JOB's pipeli
 	$(BIN)/entgan schedule $(CLUSTER_JOB) --cron '$(CRON)'
 
 # The lifelong story: a first run, then new images and a new type arrive, then a second run.
-lifelong: install
+lifelong: install  ## the lifelong story: a first run, new images and a new type arrive, a second run, status
 	rm -rf .entgan/lifelong
 	$(BIN)/entgan data demo --root .entgan/lifelong/edges --wave 1
 	$(BIN)/entgan run jobs/lifelong.yaml
