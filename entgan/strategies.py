@@ -9,8 +9,8 @@ for every data type, and `features` for the domain feature network.
   trains the global G against the aggregated D (`cloud_steps`, no real data needed); the new G
   goes out with the next round's global state.
   Why the cloud starts from the averaged local Gs rather than the old global G: training the
-  old G for a whole round against one fixed, averaged D lets G exploit that D (we measured
-  checkerboard collapse and rising FID on the demo); the local Gs carry the real-data signal.
+  old G for a whole round against one fixed, averaged D lets G exploit that D (checkerboards
+  and a rising FID on the demo: docs/design.md); the local Gs carry the real-data signal.
 - `fedgan` (Rasouli et al. 2020): each edge sends G and D; the cloud averages both.
 - `centralized`: the baseline; one node trains every type on the pooled images.
 
