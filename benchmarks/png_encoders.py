@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -49,6 +50,8 @@ def _pil(tile: np.ndarray, level: int) -> bytes:
 
 def compare(size: int, count: int) -> dict[str, tuple[float, float]]:
     """{encoder: (µs per image, mean bytes per image)} for `count` images of `size`²."""
+    # torchvision 0.29 deprecates its image encoders (in favour of TorchCodec) and warns per call
+    warnings.filterwarnings("ignore", message="The image decoding and encoding", category=DeprecationWarning)
     chw = _images(size, count)
     hwc = chw.permute(0, 2, 3, 1).contiguous().numpy()
     level = png_level(size, size)
