@@ -3,7 +3,7 @@
 Edges compute first and second moments of the feature network's embeddings of their *real*
 held-out images (`feature_stats`); only these statistics leave the edge. The cloud merges
 them (`merge_stats`) and scores each generator against them with torchmetrics' FID, using
-the domain feature network as its custom feature extractor (`fid`).
+the domain feature network as its custom feature extractor (`fid_from_stats`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ class FeatureStats:
             int(tensors[f"{prefix}/count"]),
         )
 
-
     def mean_cov(self) -> tuple[torch.Tensor, torch.Tensor]:
         mean = self.total / self.count
         cov = (self.outer - self.count * torch.outer(mean, mean)) / max(self.count - 1, 1)
@@ -60,6 +59,7 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
 
 @torch.no_grad()
 def embed(net: FeatureNet, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The feature network's embeddings (N, d) of `images`, computed in batches, in eval mode."""
     net.eval()
     return torch.cat([net.embed(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 

@@ -49,3 +49,14 @@ def test_fid_needs_real_images(net):
 def test_image_grid_layout():
     grid = image_grid(torch.zeros(10, 3, 8, 8), columns=4, scale=2, pad=1)
     assert grid.size == ((4 * 9 + 1) * 2, (3 * 9 + 1) * 2)
+
+
+def test_image_grid_places_tiles_on_white_and_keeps_short_rows_full_width():
+    import numpy as np
+
+    black, grey = torch.full((1, 3, 4, 4), -1.0), torch.zeros(1, 3, 4, 4)
+    grid = np.asarray(image_grid(torch.cat([black, grey]), columns=3, scale=1, pad=1))
+    assert grid.shape == (1 * 5 + 1, 3 * 5 + 1, 3)  # 3 columns although only 2 images
+    assert (grid[1:5, 1:5] == 0).all() and (grid[1:5, 6:10] == 128).all()  # tiles in order, row-major
+    assert (grid[0] == 255).all() and (grid[:, 5] == 255).all()  # padding is white
+    assert (grid[1:5, 11:15] == 255).all()  # the missing third tile is blank (white)
