@@ -23,168 +23,22 @@ fields that a real server does not promise. Every request is recorded for assert
 
 from __future__ import annotations
 
-import ast
-import email.parser
-import email.policy
 import itertools
 import json
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import kfp_server_api
 import yaml
 
+from tests.openapi_spec import Operation, Rejected, check, check_query, load_operations, parse_multipart
+
 # The API server answers GET /apis/v2beta1/healthz from a hand-written handler, not the proto
 # (kubeflow/pipelines backend/src/apiserver/main.go, `healthzResponse`): these are its fields.
 HEALTHZ_FIELDS = {"commit_sha": "str", "tag_name": "str", "multi_user": "bool", "pipeline_store": "str"}
-_META_PARAMS = {"async_req", "_return_http_data_only", "_preload_content", "_request_timeout"}
-
-
-class Rejected(Exception):
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-@dataclass
-class Operation:
-    method: str
-    template: str
-    pattern: re.Pattern
-    param_names: list[str]
-    op_id: str  # the generated client's method name, e.g. upload_pipeline
-    query: dict[str, str]  # name -> type
-    required: set[str]
-    body: tuple[str, str] | None  # (parameter name, model type)
-    files: list[str]
-    secured: bool
-    response_type: str | None
-
-
-def _operation(func: ast.FunctionDef, source: str) -> Operation:
-    """One operation from a generated `<op>_with_http_info` method (its code and docstring)."""
-    code = ast.get_source_segment(source, func)
-    doc = ast.get_docstring(func) or ""
-    types = {n: t.strip() for n, t in re.findall(r":type (\w+): ([^\n]+)", doc) if n not in _META_PARAMS}
-    call = next(
-        n for n in ast.walk(func)
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "call_api"
-    )
-    template, method = call.args[0].value, call.args[1].value
-    response = next((k.value.value for k in call.keywords if k.arg == "response_type"), None)
-    body = re.search(r"body_params = local_var_params\['(\w+)'\]", code)
-    names = re.findall(r"\{([^}]+)\}", template)
-    return Operation(
-        method=method, template=template, op_id=func.name.removesuffix("_with_http_info"),
-        pattern=re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", template) + "$"), param_names=names,
-        query={n: types.get(n, "str") for n in re.findall(r"query_params\.append\(\('(\w+)'", code)},
-        required={a.arg for a in func.args.args[1:]},
-        body=(body.group(1), types[body.group(1)]) if body else None,
-        files=re.findall(r"local_var_files\['(\w+)'\]", code),
-        secured="'Bearer'" in re.search(r"auth_settings = (\[.*?\])", code).group(1),
-        response_type=response,
-    )
-
-
-def load_operations() -> list[Operation]:
-    """Every operation of the installed kfp_server_api, most specific paths first."""
-    ops = []
-    for path in sorted((Path(kfp_server_api.__file__).parent / "api").glob("*_service_api.py")):
-        source = path.read_text()
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.FunctionDef) and node.name.endswith("_with_http_info"):
-                ops.append(_operation(node, source))
-    if not ops:
-        raise RuntimeError(f"no operations found in {kfp_server_api.__file__}; is kfp-server-api installed?")
-    # Literal segments beat parameters: /pipelines/upload is not /pipelines/{pipeline_id}.
-    return sorted(ops, key=lambda o: (o.template.count("{"), -len(o.template)))
-
-
-# ---------------------------------------------------------------- strict schema checks
-
-
-def _output_only(model: type, attribute: str) -> bool:
-    doc = (getattr(model, attribute).__doc__ or "").split(":return:")[0]
-    return re.search(r"\bOutput( only)?\.", doc) is not None
-
-
-def check(value, kind: str, where: str, request: bool) -> None:
-    """Raise Rejected(400) unless `value` is exactly what the generated type `kind` allows."""
-    bad = lambda what: Rejected(400, 3, f"{where}: {what}")  # noqa: E731
-    if kind.startswith("list["):
-        if not isinstance(value, list):
-            raise bad("expected an array")
-        for i, item in enumerate(value):
-            check(item, kind[5:-1], f"{where}[{i}]", request)
-    elif kind.startswith("dict("):
-        if not isinstance(value, dict):
-            raise bad("expected an object")
-        for k, v in value.items():
-            check(v, kind[5:-1].split(",", 1)[1].strip(), f"{where}.{k}", request)
-    elif kind == "str":
-        if not isinstance(value, str):
-            raise bad(f"expected a string, got {type(value).__name__} {value!r}")
-    elif kind == "datetime":
-        if not isinstance(value, str):
-            raise bad(f"expected a date-time string, got {value!r}")
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    elif kind == "bool":
-        if not isinstance(value, bool):
-            raise bad(f"expected a boolean, got {value!r}")
-    elif kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad(f"expected an integer, got {value!r}")
-    elif kind == "object":
-        return
-    else:
-        _check_model(value, getattr(kfp_server_api.models, kind), where, request)
-
-
-def _check_model(value, model: type, where: str, request: bool) -> None:
-    bad = lambda what: Rejected(400, 3, f"{where}: {what}")  # noqa: E731
-    if hasattr(model, "allowable_values"):  # an enum
-        if value not in model.allowable_values:
-            raise bad(f"{value!r} is not one of {model.allowable_values}")
-        return
-    if not isinstance(value, dict):
-        raise bad(f"expected an object, got {type(value).__name__}")
-    by_json = {json_name: attr for attr, json_name in model.attribute_map.items()}
-    for k, v in value.items():
-        if k not in by_json:
-            raise bad(f"unknown field {k!r}")
-        if request and _output_only(model, by_json[k]):
-            raise bad(f"field {k!r} is output only")
-        check(v, model.openapi_types[by_json[k]], f"{where}.{k}", request)
-
-
-def check_query(op: Operation, query: dict[str, list[str]]) -> dict[str, str]:
-    for name in query:
-        if name not in op.query:
-            raise Rejected(400, 3, f"{op.op_id}: unknown query parameter {name!r}")
-    for name, kind in op.query.items():
-        if name in op.required and name not in query:
-            raise Rejected(400, 3, f"{op.op_id}: missing query parameter {name!r}")
-        if name in query and kind == "int" and not re.fullmatch(r"-?\d+", query[name][0]):
-            raise Rejected(400, 3, f"{op.op_id}: query parameter {name!r} is not an integer")
-    return {k: v[0] for k, v in query.items()}
-
-
-def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    if not content_type.startswith("multipart/form-data") or "boundary=" not in content_type:
-        raise Rejected(400, 3, f"expected multipart/form-data with a boundary, got {content_type!r}")
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body
-    )
-    parts = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        parts[name] = (part.get_filename(), part.get_payload(decode=True))
-    return parts
 
 
 # ---------------------------------------------------------------- recorded requests and state
@@ -375,7 +229,7 @@ class KfpStandIn(ThreadingHTTPServer):
     def __init__(self, token: str | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.token = token
-        self.operations = load_operations()
+        self.operations = load_operations(kfp_server_api, "*_service_api.py")
         self.state = State()
         self.handlers = Handlers(self.state)
         self.requests: list[Request] = []
@@ -427,7 +281,7 @@ class KfpStandIn(ThreadingHTTPServer):
                 body = json.loads(raw_body or b"null")
             except ValueError:
                 raise Rejected(400, 3, f"{op.op_id}: body is not JSON") from None
-            check(body, op.body[1], op.body[0], request=True)
+            check(body, op.body[1], kfp_server_api.models, op.body[0], request=True)
             req.json = body
         elif raw_body:
             raise Rejected(400, 3, f"{op.op_id} takes no body")
@@ -437,9 +291,9 @@ class KfpStandIn(ThreadingHTTPServer):
         reply = handler(req, path_params, body)
         if op.op_id == "healthz_service_get_healthz":
             for k, v in reply.items():
-                check(v, HEALTHZ_FIELDS[k], f"healthz reply.{k}", request=False)
+                check(v, HEALTHZ_FIELDS[k], kfp_server_api.models, f"healthz reply.{k}", request=False)
         elif op.response_type:
-            check(reply, op.response_type, f"{op.op_id} reply", request=False)
+            check(reply, op.response_type, kfp_server_api.models, f"{op.op_id} reply", request=False)
         return 200, reply
 
 

@@ -279,8 +279,8 @@ def test_cli_upload_and_schedule_end_to_end(kfp, job, tmp_path, capsys, monkeypa
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(json.loads(job.model_dump_json())))
     # Execute
-    up = cli.main(["upload", str(job_file), "--image", "registry.example/entgan:1.2.3"])
-    sched = cli.main(["schedule", str(job_file), "--cron", "0 2 * * *", "--max-concurrency", "1"])
+    up = cli.main(["upload", str(job_file), "--image", "registry.example/entgan:1.2.3", "--skip-preflight"])
+    sched = cli.main(["schedule", str(job_file), "--cron", "0 2 * * *", "--max-concurrency", "1", "--skip-preflight"])
     # Assert
     out = capsys.readouterr().out
     assert up == 0 and sched == 0
