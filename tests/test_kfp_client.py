@@ -360,3 +360,26 @@ def test_connection_settings_come_from_the_environment(tmp_path):
     assert "s=1" not in repr(target)
     with pytest.raises(KfpError, match="KFP_CA_CERT names .*does not exist"):
         kfp_client.target_from_env(env={**env, "KFP_CA_CERT": str(tmp_path / "missing.pem")})
+
+
+# ---------------------------------------------------------------- package size
+
+
+def test_the_tiny_package_fits_the_backend_limits(package):
+    sizes = kfp_client.check_package_size(package)
+    assert sizes["largest_bytes"] < kfp_client.ARG_LIMIT and sizes["total_bytes"] < kfp_client.WORKFLOW_LIMIT
+
+
+def test_a_package_over_a_limit_is_refused_before_anything_is_sent(kfp, package):
+    # Prepare: the same package against limits it does not fit
+    sizes = kfp_client.check_package_size(package)
+    # Execute / Assert
+    with pytest.raises(KfpError, match=f"component {sizes['largest']!r} is .* lower train.rounds"):
+        kfp_client.check_package_size(package, arg_limit=sizes["largest_bytes"] - 1)
+    with pytest.raises(KfpError, match="etcd's 1.5 MiB"):
+        kfp_client.check_package_size(package, workflow_limit=sizes["total_bytes"] - 1)
+    big = package.parent / "big.yaml"
+    big.write_text(package.read_text().replace("executorLabel:", "description: '" + "x" * 200_000 + "'\n    executorLabel:", 1))
+    with pytest.raises(KfpError, match="over the 96 KiB"):
+        kfp_client.upload(_api(kfp), big, "entgan-tiny", "d")
+    assert not kfp.calls("upload_pipeline")
