@@ -340,9 +340,11 @@ def upload(
     image: str | None = None,
     output: str | Path | None = None,
     dry_run: bool = False,
+    skip_preflight: bool = False,
 ):
     """Compile the job's pipeline (with `image` if given) and upload it to the KFP API: a new
-    pipeline, or a new version of it. Host and token from the flags or KFP_HOST / KFP_TOKEN."""
+    pipeline, or a new version of it. Host and token from the flags or KFP_HOST / KFP_TOKEN.
+    The cluster and the backend are checked first (`preflight`) unless `skip_preflight`."""
     from entgan import kfp_client
 
     if image is not None:
@@ -357,6 +359,8 @@ def upload(
               f"{kfp_client.version_name(name, path)!r} (image {job.image}); nothing was sent")
         return None
     api = kfp_client.KfpApi(kfp_client.target_from_env(host, namespace))
+    if not skip_preflight:
+        check_cluster(job, namespace=namespace, api=api)
     result = kfp_client.upload(api, path, name, f"EntGAN job {job.name!r} (image {job.image})")
     print(f"{result.action}: pipeline {name!r} ({result.pipeline_id}), version {result.version_name!r} "
           f"({result.version_id}) on {api.target.host}")
@@ -376,8 +380,10 @@ def schedule(
     host: str | None = None,
     namespace: str | None = None,
     dry_run: bool = False,
+    skip_preflight: bool = False,
 ):
-    """Create or update the recurring run of the job's uploaded pipeline (newest version)."""
+    """Create or update the recurring run of the job's uploaded pipeline (newest version),
+    after checking the cluster and the backend (`preflight`) unless `skip_preflight`."""
     from entgan import kfp_client
 
     pipeline = kfp_client.pipeline_name(job.name)
@@ -398,11 +404,28 @@ def schedule(
         print("dry run: nothing was sent")
         return body
     api = kfp_client.KfpApi(kfp_client.target_from_env(host, namespace))
+    if not skip_preflight:
+        check_cluster(job, namespace=namespace, api=api)
     result = kfp_client.schedule(api, pipeline, wanted)
     print(f"{result.action}: recurring run {wanted.name!r} ({result.recurring_run_id}), cron "
           f"'{wanted.cron}', experiment {wanted.experiment!r}, version {result.pipeline_version_id} "
           f"on {api.target.host}")
     return result
+
+
+def check_cluster(job: JobSpec, *, host: str | None = None, namespace: str | None = None, api=None) -> None:
+    """Check that the job can run on the cluster (entgan.preflight): one line per check."""
+    from entgan import kfp_client, preflight
+
+    pods_namespace = namespace or os.environ.get(kfp_client.NAMESPACE_ENV) or preflight.DEFAULT_NAMESPACE
+    checks = preflight.run(
+        job, pods_namespace, lambda: api or kfp_client.KfpApi(kfp_client.target_from_env(host, namespace))
+    )
+    print(preflight.report(checks))
+    failed = sum(not c.ok for c in checks)
+    if failed:
+        raise CliError(f"{failed} of {len(checks)} preflight checks failed; fix them (or pass --skip-preflight "
+                       "to upload/schedule if you know better)")
 
 
 # ---------------------------------------------------------------- argument parsing
@@ -480,6 +503,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--image", help="component image to compile in (default: the job's image)")
     up.add_argument("-o", "--output", help="where to write the compiled YAML (default: build/<job>.pipeline.yaml)")
     up.add_argument("--dry-run", action="store_true", help="compile and say what would be uploaded; send nothing")
+    up.add_argument("--skip-preflight", action="store_true", help="do not check the cluster and backend first")
 
     sch = _verb(verbs, "schedule", "create or update the recurring run of a job's uploaded pipeline",
                 "example: KFP_HOST=http://localhost:8888 entgan schedule jobs/cluster.yaml --cron '0 */6 * * *'")
@@ -494,6 +518,13 @@ def _parser() -> argparse.ArgumentParser:
     sch.add_argument("--host", help=kfp_help)
     sch.add_argument("--namespace", help="KFP namespace (multi-user Kubeflow; default: $KFP_NAMESPACE)")
     sch.add_argument("--dry-run", action="store_true", help="print the recurring run to create; send nothing")
+    sch.add_argument("--skip-preflight", action="store_true", help="do not check the cluster and backend first")
+
+    pre = _verb(verbs, "preflight", "check that a job can run on the cluster (nodes, GPUs, Secret, MLflow, KFP)",
+                "example: KFP_HOST=http://localhost:8888 entgan preflight jobs/cluster.yaml --namespace kubeflow")
+    pre.add_argument("job", help="job file (YAML)")
+    pre.add_argument("--host", help=kfp_help)
+    pre.add_argument("--namespace", help="namespace of the pipeline's pods (default: $KFP_NAMESPACE or kubeflow)")
 
     fig = _verb(verbs, "figures", "draw a job's figures: real vs generated samples per type, FID per round",
                 "Reads the champions and the newest training run from the task library and the real\n"
@@ -528,12 +559,15 @@ def main(argv: list[str] | None = None) -> int:
             figures(load_job(args.job), args.out)
         elif args.verb == "upload":
             upload(load_job(args.job), host=args.host, namespace=args.namespace, image=args.image,
-                   output=args.output, dry_run=args.dry_run)
+                   output=args.output, dry_run=args.dry_run, skip_preflight=args.skip_preflight)
         elif args.verb == "schedule":
             schedule(load_job(args.job), args.cron, name=args.name, experiment=args.experiment,
                      max_concurrency=args.max_concurrency, catchup=args.catchup,
                      pipeline_root=args.pipeline_root, service_account=args.service_account,
-                     host=args.host, namespace=args.namespace, dry_run=args.dry_run)
+                     host=args.host, namespace=args.namespace, dry_run=args.dry_run,
+                     skip_preflight=args.skip_preflight)
+        elif args.verb == "preflight":
+            check_cluster(load_job(args.job), host=args.host, namespace=args.namespace)
     except KeyboardInterrupt:
         if args.debug:
             raise

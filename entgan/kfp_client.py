@@ -1,36 +1,48 @@
-"""Upload and schedule the compiled pipeline on a Kubeflow Pipelines API server (REST, v2beta1).
+"""EntGAN's policy for Kubeflow Pipelines, on top of `kfp.Client` (the KFP SDK's v2beta1 client).
 
-    upload:   the pipeline `entgan-<job>` is created (POST /pipelines/upload) or, if it exists, gets
-              a new version (POST /pipelines/upload_version) named after the package's digest, so
-              uploading an unchanged pipeline again changes nothing.
+    upload:   the pipeline `entgan-<job>` holds one version per distinct compiled package, named
+              after the package's digest, so uploading an unchanged pipeline again changes nothing.
     schedule: a recurring run (cron, max_concurrency, no_catchup) of the newest version in an
               experiment (got or created). The API has no update call: a recurring run of the same
               name whose settings differ is deleted and created anew.
+    version:  both refuse a backend older than MIN_BACKEND (it reports its version in `healthz`).
 
-Host from `--host` or `KFP_HOST` (e.g. http://localhost:8888 after `kubectl port-forward -n
-kubeflow svc/ml-pipeline 8888:8888`, or https://<kubeflow>/pipeline); bearer token from `KFP_TOKEN`
-or the file named by `KFP_TOKEN_FILE`. The token is sent only as the `authorization` header and
-never printed or put in an error message.
+Connection settings come from flags or the environment and go to `kfp.Client`'s own options:
+KFP_HOST (e.g. http://localhost:8888 after `kubectl port-forward -n kubeflow svc/ml-pipeline
+8888:8888`, or https://<kubeflow>/pipeline), KFP_TOKEN or KFP_TOKEN_FILE (bearer token),
+KFP_COOKIES (a Cookie header, e.g. `authservice_session=...` from a Kubeflow login), KFP_CA_CERT
+(a CA bundle file for a private TLS certificate), KFP_PROXY (an http(s) proxy URL) and
+KFP_NAMESPACE (multi-user Kubeflow). The token and cookies are never printed or put in an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-API = "/apis/v2beta1"
 HOST_ENV, TOKEN_ENV, TOKEN_FILE_ENV, NAMESPACE_ENV = "KFP_HOST", "KFP_TOKEN", "KFP_TOKEN_FILE", "KFP_NAMESPACE"
+COOKIES_ENV, CA_CERT_ENV, PROXY_ENV = "KFP_COOKIES", "KFP_CA_CERT", "KFP_PROXY"
 HOST_HINT = (
     "pass --host or set KFP_HOST, e.g. KFP_HOST=http://localhost:8888 after "
     "`kubectl port-forward -n kubeflow svc/ml-pipeline 8888:8888`"
 )
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
+
+# The oldest KFP backend that runs EntGAN's pipeline correctly, and why (see docs/kubeflow-backend-notes.md).
+MIN_BACKEND = (2, 17, 0)
+MIN_BACKEND_WHY = (
+    "PipelineTaskFinalStatus and task display names need 2.14, `optional` Secret/ConfigMap env 2.15, "
+    "collected artifact lists 2.16, and an exit handler around loops is reported correctly from 2.17"
+)
 
 
 class KfpError(RuntimeError):
@@ -39,17 +51,20 @@ class KfpError(RuntimeError):
 
 @dataclass(frozen=True)
 class KfpTarget:
-    """Where the KFP API answers and who we are there (the token is kept out of repr)."""
+    """Where the KFP API answers and who we are there (secrets are kept out of repr)."""
 
     host: str
     token: str | None = field(default=None, repr=False)
     namespace: str | None = None
+    cookies: str | None = field(default=None, repr=False)
+    ca_cert: str | None = None
+    proxy: str | None = None
 
 
 def target_from_env(
     host: str | None = None, namespace: str | None = None, env: Mapping[str, str] | None = None
 ) -> KfpTarget:
-    """The KFP target from flags, falling back to KFP_HOST / KFP_NAMESPACE / KFP_TOKEN(_FILE)."""
+    """The KFP target from flags, falling back to the KFP_* variables listed in the module doc."""
     env = os.environ if env is None else env
     host = (host or env.get(HOST_ENV) or "").strip()
     if not host:
@@ -59,121 +74,107 @@ def target_from_env(
         raise KfpError(f"KFP host {host!r} is not an http(s) URL; {HOST_HINT}")
     token = env.get(TOKEN_ENV) or None
     if not token and env.get(TOKEN_FILE_ENV):
-        path = Path(env[TOKEN_FILE_ENV])
-        if not path.is_file():
-            raise KfpError(f"{TOKEN_FILE_ENV} names {path}, which does not exist; fix the path or unset it")
-        token = path.read_text().strip() or None
-    return KfpTarget(host.rstrip("/"), token, namespace or env.get(NAMESPACE_ENV) or None)
+        token = _read_file(env[TOKEN_FILE_ENV], TOKEN_FILE_ENV).strip() or None
+    ca_cert = env.get(CA_CERT_ENV) or None
+    if ca_cert:
+        _read_file(ca_cert, CA_CERT_ENV)
+    return KfpTarget(
+        host.rstrip("/"), token, namespace or env.get(NAMESPACE_ENV) or None,
+        env.get(COOKIES_ENV) or None, ca_cert, env.get(PROXY_ENV) or None,
+    )
 
 
-# ---------------------------------------------------------------- the REST calls
+def _read_file(path: str, variable: str) -> str:
+    if not Path(path).is_file():
+        raise KfpError(f"{variable} names {path}, which does not exist; fix the path or unset it")
+    return Path(path).read_text()
+
+
+# ---------------------------------------------------------------- the client
 
 
 class KfpApi:
-    """The v2beta1 calls EntGAN needs, one method each; errors become one-line KfpErrors."""
+    """A `kfp.Client` for one target; its errors become one-line KfpErrors without secrets."""
 
-    def __init__(self, target: KfpTarget, timeout: float = 30.0) -> None:
-        import requests
+    def __init__(self, target: KfpTarget) -> None:
+        import kfp
+
+        class _Client(kfp.Client):
+            # kfp.Client retries healthz five times, 5 s apart, even on HTTP 401: one try is enough.
+            def get_kfp_healthz(self, sleep_duration: int = 5):
+                return self.healthzs.healthz_service_get_healthz()
 
         self.target = target
-        self.timeout = timeout
-        self.session = requests.Session()
-        self.session.headers["Accept"] = "application/json"
-        if target.token:
-            self.session.headers["authorization"] = f"Bearer {target.token}"
-
-    def _call(self, method: str, path: str, what: str, *, params=None, body=None, files=None, missing_ok=False):
-        import requests
-
-        url = f"{self.target.host}{API}{path}"
-        try:
-            reply = self.session.request(
-                method, url, params=params, json=body, files=files, timeout=self.timeout
+        options = {"namespace": target.namespace} if target.namespace else {}
+        with self.calling("connect"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "only works with v2.0.0-beta.2 and later"
+            self.client = _Client(
+                host=target.host, existing_token=target.token, cookies=target.cookies,
+                ssl_ca_cert=target.ca_cert, proxy=target.proxy, **options,
             )
-        except requests.RequestException as err:
+
+    @contextlib.contextmanager
+    def calling(self, what: str):
+        """Run kfp.Client calls quietly (it prints UI links) and turn their errors into KfpErrors."""
+        import kfp_server_api
+        import urllib3
+
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+        except kfp_server_api.ApiException as err:
+            fix = ""
+            if err.status in (401, 403):
+                fix = f"; set {TOKEN_ENV} (or {COOKIES_ENV}) to credentials allowed to do this" + (
+                    f" in namespace {self.target.namespace!r}" if self.target.namespace else ""
+                )
+            message = self._scrub(_error_message(err))
+            raise KfpError(
+                f"KFP API at {self.target.host}: {what} failed (HTTP {err.status}: {message}){fix}"
+            ) from None
+        except urllib3.exceptions.HTTPError as err:
             raise KfpError(
                 f"KFP API at {self.target.host} is unreachable while trying to {what} "
                 f"({type(err).__name__}); {HOST_HINT}"
             ) from None
-        if reply.status_code == 404 and missing_ok:
-            return None
-        if reply.status_code >= 400:
-            message = self._scrub(_error_message(reply))
-            fix = ""
-            if reply.status_code in (401, 403):
-                fix = f"; set {TOKEN_ENV} to a token allowed to do this" + (
-                    f" in namespace {self.target.namespace!r}" if self.target.namespace else ""
-                )
-            raise KfpError(
-                f"KFP API at {self.target.host}: {what} failed (HTTP {reply.status_code}: {message}){fix}"
-            )
+
+    def _scrub(self, text: str) -> str:
+        for secret in (self.target.token, self.target.cookies):
+            text = text.replace(secret, "***") if secret else text
+        return text
+
+    def as_dict(self, model) -> dict:
+        """A kfp_server_api model as its JSON form (the field names of the API)."""
+        return self.client.pipelines.api_client.sanitize_for_serialization(model) if model else {}
+
+    def backend_version(self) -> str:
+        """The backend's version as it reports it, e.g. '2.17.0'.
+
+        The API server answers /apis/v2beta1/healthz with `tag_name` (backend/src/apiserver/main.go,
+        `healthzResponse`), a field the generated model lacks: read the raw JSON reply."""
+        with self.calling("read the backend version (healthz)"):
+            reply = self.client.healthzs.healthz_service_get_healthz(_preload_content=False)
         try:
-            return reply.json() if reply.content else {}
-        except ValueError:
+            return str(json.loads(reply.data).get("tag_name") or "")
+        except (ValueError, AttributeError):
             raise KfpError(
-                f"KFP API at {self.target.host}: {what} answered with something that is not JSON; "
+                f"KFP API at {self.target.host}: healthz answered with something that is not JSON; "
                 "is --host the KFP API (not the dashboard's login page)?"
             ) from None
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self.target.token, "***") if self.target.token else text
-
-    def _ns(self) -> dict[str, str]:
-        return {"namespace": self.target.namespace} if self.target.namespace else {}
-
-    # pipelines
-    def pipeline_by_name(self, name: str) -> dict | None:
-        return self._call(
-            "GET", f"/pipelines/names/{quote(name, safe='')}", f"look up pipeline {name!r}",
-            params=self._ns(), missing_ok=True,
-        )
-
-    def upload_pipeline(self, package: Path, name: str, description: str) -> dict:
-        params = {"name": name, "display_name": name, "description": description, **self._ns()}
-        with open(package, "rb") as f:
-            files = {"uploadfile": (package.name, f, "application/x-yaml")}
-            return self._call("POST", "/pipelines/upload", f"upload pipeline {name!r}", params=params, files=files)
-
-    def upload_pipeline_version(self, package: Path, pipeline_id: str, name: str, description: str) -> dict:
-        params = {"name": name, "display_name": name, "pipelineid": pipeline_id, "description": description}
-        with open(package, "rb") as f:
-            files = {"uploadfile": (package.name, f, "application/x-yaml")}
-            return self._call(
-                "POST", "/pipelines/upload_version", f"upload version {name!r}", params=params, files=files
+    def pipeline_id(self, name: str) -> str | None:
+        with self.calling(f"look up pipeline {name!r}"):
+            reply = self.client.list_pipelines(
+                filter=_equals("display_name", name), page_size=2, namespace=self.target.namespace
             )
+        found = [p for p in reply.pipelines or [] if p.display_name == name]
+        return found[0].pipeline_id if found else None
 
-    def pipeline_versions(self, pipeline_id: str) -> list[dict]:
-        """The pipeline's versions, newest first (the first page: at most 100)."""
-        reply = self._call(
-            "GET", f"/pipelines/{quote(pipeline_id, safe='')}/versions", "list pipeline versions",
-            params={"sort_by": "created_at desc", "page_size": "100"},
-        )
-        return reply.get("pipeline_versions", [])
-
-    # experiments
-    def experiment_by_name(self, name: str) -> dict | None:
-        params = {"filter": _equals("display_name", name), "page_size": "1", **self._ns()}
-        reply = self._call("GET", "/experiments", f"look up experiment {name!r}", params=params)
-        return next(iter(reply.get("experiments", [])), None)
-
-    def create_experiment(self, name: str, description: str) -> dict:
-        body = {"display_name": name, "description": description, **self._ns()}
-        return self._call("POST", "/experiments", f"create experiment {name!r}", body=body)
-
-    # recurring runs
-    def recurring_runs(self, experiment_id: str, name: str) -> list[dict]:
-        params = {"experiment_id": experiment_id, "filter": _equals("display_name", name), **self._ns()}
-        reply = self._call("GET", "/recurringruns", f"list recurring runs named {name!r}", params=params)
-        return reply.get("recurringRuns", [])  # sic: the published spec names this field in camelCase
-
-    def create_recurring_run(self, body: dict) -> dict:
-        return self._call("POST", "/recurringruns", f"create recurring run {body['display_name']!r}", body=body)
-
-    def delete_recurring_run(self, recurring_run_id: str) -> None:
-        self._call(
-            "DELETE", f"/recurringruns/{quote(recurring_run_id, safe='')}",
-            f"delete recurring run {recurring_run_id}",
-        )
+    def versions(self, pipeline_id: str, page_size: int = 100) -> list:
+        """The pipeline's versions, newest first (the first page)."""
+        with self.calling("list pipeline versions"):
+            reply = self.client.list_pipeline_versions(pipeline_id, page_size=page_size, sort_by="created_at desc")
+        return reply.pipeline_versions or []
 
 
 def _equals(key: str, value: str) -> str:
@@ -181,11 +182,69 @@ def _equals(key: str, value: str) -> str:
     return json.dumps({"predicates": [{"key": key, "operation": "EQUALS", "string_value": value}]})
 
 
-def _error_message(reply) -> str:
+def _error_message(err) -> str:
     try:
-        return str(reply.json().get("message") or reply.reason)
-    except ValueError:
-        return reply.reason or "no message"
+        return str(json.loads(err.body).get("message") or err.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(err.reason or "no message")
+
+
+def check_backend_version(api: KfpApi) -> str:
+    """The backend's version; a KfpError naming it, the minimum and why if it is older."""
+    found = api.backend_version()
+    minimum = ".".join(map(str, MIN_BACKEND))
+    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", found.strip())
+    if match is None:
+        raise KfpError(
+            f"KFP at {api.target.host} reports version {found!r}, not a release number; EntGAN needs "
+            f">= {minimum} ({MIN_BACKEND_WHY}). If this build is newer, pass --skip-preflight"
+        )
+    if tuple(map(int, match.groups())) < MIN_BACKEND:
+        raise KfpError(
+            f"KFP at {api.target.host} is version {found}; EntGAN needs >= {minimum} because "
+            f"{MIN_BACKEND_WHY}. Upgrade Kubeflow Pipelines"
+        )
+    return found
+
+
+# ---------------------------------------------------------------- package size
+
+
+# What a compiled package must fit on the backend (measurements: docs/kubeflow-backend-notes.md).
+# The Argo compiler stores each component spec as JSON in a workflow argument and hands it to
+# that component's driver as ONE command-line argument; Linux caps one argument (and the
+# ARGO_TEMPLATE env var that repeats it) at 128 KiB (MAX_ARG_STRLEN). The whole Workflow object
+# lives in etcd (1.5 MiB per object by default) together with its growing node status.
+ARG_LIMIT = 96 * 1024
+WORKFLOW_LIMIT = 1024 * 1024
+KIB_PER_ROUND = 1.5  # how much one round adds to the largest component (the trigger-met branch)
+
+
+def _json_size(value) -> int:
+    return len(json.dumps(value, separators=(",", ":"), sort_keys=True))
+
+
+def check_package_size(package: Path, arg_limit: int = ARG_LIMIT, workflow_limit: int = WORKFLOW_LIMIT) -> dict:
+    """The package's largest component and total JSON size; a KfpError if either is too big."""
+    import yaml
+
+    docs = list(yaml.safe_load_all(package.read_text()))
+    components = {name: _json_size(c) for name, c in (docs[0].get("components") or {}).items()}
+    components["root"] = _json_size(docs[0].get("root", {}))
+    largest = max(components, key=components.get)
+    sizes = {"largest": largest, "largest_bytes": components[largest], "total_bytes": _json_size(docs)}
+    fix = f"lower train.rounds (each round adds about {KIB_PER_ROUND} KiB) or split the job"
+    if sizes["largest_bytes"] > arg_limit:
+        raise KfpError(
+            f"{package}: component {largest!r} is {sizes['largest_bytes'] / 1024:.1f} KiB as JSON, over the "
+            f"{arg_limit // 1024} KiB that fit in one argument of its KFP driver pod (Linux caps one at 128 KiB); {fix}"
+        )
+    if sizes["total_bytes"] > workflow_limit:
+        raise KfpError(
+            f"{package}: the pipeline is {sizes['total_bytes'] / 1024:.1f} KiB as JSON, over the {workflow_limit // 1024} "
+            f"KiB that leave room in etcd's 1.5 MiB for the Argo workflow's status; {fix}"
+        )
+    return sizes
 
 
 # ---------------------------------------------------------------- upload
@@ -206,29 +265,34 @@ def version_name(pipeline_name: str, package: Path) -> str:
 
 
 def upload(api: KfpApi, package: Path, pipeline_name: str, description: str) -> UploadResult:
-    """Create the pipeline from `package`, or add it as a new version if the pipeline exists."""
+    """Create the pipeline from `package`, or add it as a new version if the pipeline exists.
+
+    KFP names a new pipeline's first version after the pipeline, not after its content; that
+    version is replaced by the digest-named one at once, so a second upload finds it unchanged.
+    A package too big for the backend is refused before anything is sent."""
+    check_package_size(package)
     name = version_name(pipeline_name, package)
-    pipeline = api.pipeline_by_name(pipeline_name)
-    if pipeline is None:
-        pipeline = api.upload_pipeline(package, pipeline_name, description)
-        newest = _newest_version(api, pipeline["pipeline_id"], pipeline_name)
-        return UploadResult(
-            pipeline["pipeline_id"], pipeline_name, newest["pipeline_version_id"], newest.get("name", ""),
-            "created pipeline",
-        )
-    pipeline_id = pipeline["pipeline_id"]
-    same = [v for v in api.pipeline_versions(pipeline_id) if v.get("name") == name]
+    pipeline_id = api.pipeline_id(pipeline_name)
+    action = "new version"
+    if pipeline_id is None:
+        with api.calling(f"upload pipeline {pipeline_name!r}"):
+            pipeline_id = api.client.upload_pipeline(
+                str(package), pipeline_name, description, namespace=api.target.namespace
+            ).pipeline_id
+        action = "created pipeline"
+    existing = api.versions(pipeline_id)
+    same = [v for v in existing if v.name == name]
     if same:
-        return UploadResult(pipeline_id, pipeline_name, same[0]["pipeline_version_id"], name, "unchanged")
-    version = api.upload_pipeline_version(package, pipeline_id, name, description)
-    return UploadResult(pipeline_id, pipeline_name, version["pipeline_version_id"], name, "new version")
-
-
-def _newest_version(api: KfpApi, pipeline_id: str, pipeline_name: str) -> dict:
-    versions = api.pipeline_versions(pipeline_id)
-    if not versions:
-        raise KfpError(f"KFP API at {api.target.host}: pipeline {pipeline_name!r} has no version; upload it again")
-    return versions[0]
+        return UploadResult(pipeline_id, pipeline_name, same[0].pipeline_version_id, name, "unchanged")
+    with api.calling(f"upload version {name!r}"):
+        version = api.client.upload_pipeline_version(
+            str(package), name, pipeline_id=pipeline_id, description=description
+        )
+    if action == "created pipeline":
+        for default in existing:  # the version KFP named after the pipeline a moment ago
+            with api.calling(f"delete the default version {default.name!r}"):
+                api.client.delete_pipeline_version(pipeline_id, default.pipeline_version_id)
+    return UploadResult(pipeline_id, pipeline_name, version.pipeline_version_id, name, action)
 
 
 # ---------------------------------------------------------------- schedule
@@ -266,7 +330,7 @@ class Schedule:
             raise KfpError(f"max_concurrency is {self.max_concurrency}; KFP accepts 1 to 10")
 
     def body(self, pipeline_id: str, version_id: str, experiment_id: str) -> dict:
-        """The v2beta1 RecurringRun to create (only input fields, as the API defines them)."""
+        """The v2beta1 RecurringRun this schedule asks for (only input fields, as the API names them)."""
         runtime = {"pipeline_root": self.pipeline_root} if self.pipeline_root else {}
         body = {
             "display_name": self.name,
@@ -312,30 +376,38 @@ def _same_settings(existing: dict, wanted: dict) -> bool:
 
 def schedule(api: KfpApi, pipeline_name: str, wanted: Schedule) -> ScheduleResult:
     """Create, keep or replace the recurring run `wanted.name` of the newest pipeline version."""
-    pipeline = api.pipeline_by_name(pipeline_name)
-    if pipeline is None:
+    pipeline_id = api.pipeline_id(pipeline_name)
+    newest = api.versions(pipeline_id, page_size=1) if pipeline_id else []
+    if not newest:
         raise KfpError(
             f"KFP API at {api.target.host} has no pipeline {pipeline_name!r}; run `entgan upload JOB` first"
         )
-    version = _newest_version(api, pipeline["pipeline_id"], pipeline_name)
-    experiment = api.experiment_by_name(wanted.experiment) or api.create_experiment(
-        wanted.experiment, f"EntGAN runs of pipeline {pipeline_name}"
-    )
-    body = wanted.body(pipeline["pipeline_id"], version["pipeline_version_id"], experiment["experiment_id"])
-    existing = api.recurring_runs(experiment["experiment_id"], wanted.name)
+    version_id = newest[0].pipeline_version_id
+    with api.calling(f"get or create experiment {wanted.experiment!r}"):
+        experiment_id = api.client.create_experiment(
+            wanted.experiment, f"EntGAN runs of pipeline {pipeline_name}", namespace=api.target.namespace
+        ).experiment_id
+    body = wanted.body(pipeline_id, version_id, experiment_id)
+    with api.calling(f"list recurring runs named {wanted.name!r}"):
+        reply = api.client.list_recurring_runs(
+            experiment_id=experiment_id, filter=_equals("display_name", wanted.name), page_size=100
+        )
+    existing = [api.as_dict(r) for r in reply.recurring_runs or [] if r.display_name == wanted.name]
     keep = [r for r in existing if _same_settings(r, body)]
     if len(existing) == 1 and keep:
-        return ScheduleResult(
-            "unchanged", keep[0]["recurring_run_id"], experiment["experiment_id"],
-            version["pipeline_version_id"], body,
-        )
+        return ScheduleResult("unchanged", keep[0]["recurring_run_id"], experiment_id, version_id, body)
     for old in existing:
-        api.delete_recurring_run(old["recurring_run_id"])
-    created = api.create_recurring_run(body)
-    return ScheduleResult(
-        "replaced" if existing else "created", created["recurring_run_id"], experiment["experiment_id"],
-        version["pipeline_version_id"], body,
-    )
+        with api.calling(f"delete recurring run {old['recurring_run_id']}"):
+            api.client.delete_recurring_run(old["recurring_run_id"])
+    with api.calling(f"create recurring run {wanted.name!r}"):
+        created = api.client.create_recurring_run(
+            experiment_id, wanted.name, description=wanted.description, cron_expression=wanted.cron,
+            max_concurrency=str(wanted.max_concurrency), no_catchup=wanted.no_catchup,
+            pipeline_id=pipeline_id, version_id=version_id, pipeline_root=wanted.pipeline_root,
+            service_account=wanted.service_account,
+        )
+    action = "replaced" if existing else "created"
+    return ScheduleResult(action, created.recurring_run_id, experiment_id, version_id, body)
 
 
 def pipeline_name(job_name: str) -> str:

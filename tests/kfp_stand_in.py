@@ -1,157 +1,44 @@
 """A STAND-IN for the Kubeflow Pipelines API server, for client tests only.
 
 No real KFP API server can run here (it needs Kubernetes, Argo and MySQL), so this small HTTP
-server on 127.0.0.1 plays its part. It knows the API only from the published OpenAPI (swagger)
-files of KFP v2beta1 (`shared/kfp-api-v2beta1/*.swagger.json`) and is strict about them:
+server on 127.0.0.1 plays its part. It knows the API only from the v2beta1 spec as the installed
+`kfp-server-api` package carries it (the client that `kfp.Client` is built on, generated from the
+published swagger files of kubeflow/pipelines `backend/api/v2beta1/swagger/`): each operation's
+path, method, query parameters, required parameters, body and file parts, and response type are
+read from the generated `kfp_server_api/api/*_service_api.py`, and each message's fields and JSON
+names from the models' `openapi_types` / `attribute_map` (output-only fields from their "Output."
+docs, enum values from `allowable_values`). It is strict about them:
 
-- a method and path that no spec defines is answered 404; a defined one that the stand-in does
-  not implement, 501;
+- a method and path that no operation defines is answered 404; a defined one that the stand-in
+  does not implement, 501;
 - a query parameter that the operation does not declare, a missing required parameter, a JSON
   body with an undeclared or output-only field or a value of the wrong type, a multipart upload
   without its `uploadfile` file part: 400;
-- an operation whose spec requires the Bearer `authorization` header, called without the right
+- an operation that requires the Bearer `authorization` header, called without the right
   token: 401.
 
-Its replies are checked against the specs' response schemas too, so the client cannot come to
-rely on fields that a real server does not promise. Every request is recorded for assertions.
+Its replies are checked against the response types too, so the client cannot come to rely on
+fields that a real server does not promise. Every request is recorded for assertions.
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import itertools
 import json
-import os
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import kfp_server_api
 import yaml
 
-# The published specs live in the shared folder beside the repository (override: KFP_API_SPECS).
-SPECS = Path(os.environ.get("KFP_API_SPECS") or Path(__file__).resolve().parents[2] / "shared" / "kfp-api-v2beta1")
+from tests.openapi_spec import Operation, Rejected, check, check_query, load_operations, parse_multipart
 
-
-class Rejected(Exception):
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-@dataclass
-class Operation:
-    method: str
-    template: str
-    pattern: re.Pattern
-    param_names: list[str]
-    op_id: str
-    params: list[dict]
-    consumes: list[str]
-    secured: bool
-    responses: dict
-    definitions: dict
-
-
-def load_operations(spec_dir: Path = SPECS) -> list[Operation]:
-    """Every operation of every swagger file, most specific paths first."""
-    files = sorted(spec_dir.glob("*.swagger.json"))
-    if not files:
-        raise FileNotFoundError(f"no KFP v2beta1 swagger files in {spec_dir}; set KFP_API_SPECS to their folder")
-    ops = []
-    for path in files:
-        spec = json.loads(path.read_text())
-        secured = bool(spec.get("security"))
-        for template, methods in spec["paths"].items():
-            names = re.findall(r"\{([^}]+)\}", template)
-            pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", template) + "$")
-            for method, op in methods.items():
-                ops.append(
-                    Operation(
-                        method.upper(), template, pattern, names, op["operationId"], op.get("parameters", []),
-                        op.get("consumes", spec.get("consumes", [])), secured, op.get("responses", {}),
-                        spec.get("definitions", {}),
-                    )
-                )
-    # Literal segments beat parameters: /pipelines/upload is not /pipelines/{pipeline_id}.
-    return sorted(ops, key=lambda o: (o.template.count("{"), -len(o.template)))
-
-
-# ---------------------------------------------------------------- strict schema checks
-
-
-def check(value, schema: dict, definitions: dict, where: str, request: bool) -> None:
-    """Raise Rejected(400) unless `value` is exactly what the (swagger 2.0) schema allows."""
-    if "$ref" in schema:
-        schema = {**definitions[schema["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in schema.items() if k != "$ref"}}
-    kind = schema.get("type", "object" if "properties" in schema or "additionalProperties" in schema else None)
-    bad = lambda what: Rejected(400, 3, f"{where}: {what}")  # noqa: E731
-    if kind == "object":
-        if not isinstance(value, dict):
-            raise bad(f"expected an object, got {type(value).__name__}")
-        props = schema.get("properties")
-        if props is None:
-            extra = schema.get("additionalProperties")
-            if isinstance(extra, dict) and extra:
-                for k, v in value.items():
-                    check(v, extra, definitions, f"{where}.{k}", request)
-            return
-        for k, v in value.items():
-            if k not in props:
-                raise bad(f"unknown field {k!r}")
-            if request and props[k].get("readOnly"):
-                raise bad(f"field {k!r} is output only")
-            check(v, props[k], definitions, f"{where}.{k}", request)
-    elif kind == "array":
-        if not isinstance(value, list):
-            raise bad("expected an array")
-        for i, item in enumerate(value):
-            check(item, schema.get("items", {}), definitions, f"{where}[{i}]", request)
-    elif kind == "string":
-        if not isinstance(value, str):
-            raise bad(f"expected a string, got {type(value).__name__} {value!r}")
-        if "enum" in schema and value not in schema["enum"]:
-            raise bad(f"{value!r} is not one of {schema['enum']}")
-        if schema.get("format") == "int64" and not re.fullmatch(r"-?\d+", value):
-            raise bad(f"{value!r} is not an int64")
-        if schema.get("format") == "date-time":
-            datetime.fromisoformat(value.replace("Z", "+00:00"))
-    elif kind == "boolean":
-        if not isinstance(value, bool):
-            raise bad(f"expected a boolean, got {value!r}")
-    elif kind == "integer":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad(f"expected an integer, got {value!r}")
-
-
-def check_query(op: Operation, query: dict[str, list[str]]) -> dict[str, str]:
-    declared = {p["name"]: p for p in op.params if p["in"] == "query"}
-    for name in query:
-        if name not in declared:
-            raise Rejected(400, 3, f"{op.op_id}: unknown query parameter {name!r}")
-    for name, p in declared.items():
-        if p.get("required") and name not in query:
-            raise Rejected(400, 3, f"{op.op_id}: missing query parameter {name!r}")
-        if name in query and p.get("type") == "integer" and not re.fullmatch(r"-?\d+", query[name][0]):
-            raise Rejected(400, 3, f"{op.op_id}: query parameter {name!r} is not an integer")
-    return {k: v[0] for k, v in query.items()}
-
-
-def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    if not content_type.startswith("multipart/form-data") or "boundary=" not in content_type:
-        raise Rejected(400, 3, f"expected multipart/form-data with a boundary, got {content_type!r}")
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body
-    )
-    parts = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        parts[name] = (part.get_filename(), part.get_payload(decode=True))
-    return parts
+# The API server answers GET /apis/v2beta1/healthz from a hand-written handler, not the proto
+# (kubeflow/pipelines backend/src/apiserver/main.go, `healthzResponse`): these are its fields.
+HEALTHZ_FIELDS = {"commit_sha": "str", "tag_name": "str", "multi_user": "bool", "pipeline_store": "str"}
 
 
 # ---------------------------------------------------------------- recorded requests and state
@@ -183,12 +70,14 @@ class State:
         self.versions: dict[str, list[dict]] = {}
         self.experiments: dict[str, dict] = {}
         self.recurring: dict[str, dict] = {}
+        self.version = "2.17.0"  # what healthz reports as the backend's tag_name
 
     def new_id(self, kind: str) -> str:
         return f"{kind}-{next(self.ids):04d}"
 
 
 def _matches(item: dict, filter_json: str | None) -> bool:
+    """A v2beta1 Filter (JSON of the proto: either field spelling, enum as name or number)."""
     if not filter_json:
         return True
     try:
@@ -196,11 +85,12 @@ def _matches(item: dict, filter_json: str | None) -> bool:
     except (ValueError, KeyError, TypeError):
         raise Rejected(400, 3, f"filter {filter_json!r} is not a JSON Filter with predicates") from None
     for p in predicates:
-        if set(p) - {"key", "operation", "string_value", "int_value", "long_value", "timestamp_value"}:
+        if set(p) - {"key", "operation", "string_value", "stringValue", "int_value", "intValue",
+                     "long_value", "longValue", "timestamp_value", "timestampValue"}:
             raise Rejected(400, 3, f"filter predicate {p} has unknown fields")
-        if p.get("operation") != "EQUALS":
+        if p.get("operation") not in ("EQUALS", 1):
             raise Rejected(501, 12, f"the stand-in only implements EQUALS filters, not {p.get('operation')}")
-        if item.get(p["key"]) != p.get("string_value"):
+        if item.get(p["key"]) != p.get("string_value", p.get("stringValue")):
             return False
     return True
 
@@ -220,13 +110,13 @@ class Handlers:
     def __init__(self, state: State) -> None:
         self.s = state
 
-    def PipelineService_GetPipelineByName(self, req: Request, path: dict, body) -> dict:
+    def pipeline_service_get_pipeline_by_name(self, req: Request, path: dict, body) -> dict:
         for p in self.s.pipelines.values():
             if p["name"] == path["name"] and p.get("namespace", "") == req.query.get("namespace", ""):
                 return p
         raise Rejected(404, 5, f"pipeline {path['name']!r} not found")
 
-    def UploadPipeline(self, req: Request, path: dict, body) -> dict:
+    def upload_pipeline(self, req: Request, path: dict, body) -> dict:
         name = req.query.get("name") or req.query.get("display_name") or req.files["uploadfile"][0]
         if any(p["name"] == name for p in self.s.pipelines.values()):
             raise Rejected(409, 6, f"pipeline {name!r} already exists")
@@ -239,7 +129,7 @@ class Handlers:
         self.s.versions[pid] = [self._version(pid, name, req)]
         return pipeline
 
-    def UploadPipelineVersion(self, req: Request, path: dict, body) -> dict:
+    def upload_pipeline_version(self, req: Request, path: dict, body) -> dict:
         pid = req.query.get("pipelineid", "")
         if pid not in self.s.pipelines:
             raise Rejected(404, 5, f"pipeline {pid!r} not found")
@@ -256,7 +146,23 @@ class Handlers:
                 "display_name": req.query.get("display_name", name),
                 "description": req.query.get("description", ""), "created_at": _now()}
 
-    def PipelineService_ListPipelineVersions(self, req: Request, path: dict, body) -> dict:
+    def healthz_service_get_healthz(self, req: Request, path: dict, body) -> dict:
+        return {"commit_sha": "0" * 40, "tag_name": self.s.version, "multi_user": False}
+
+    def pipeline_service_list_pipelines(self, req: Request, path: dict, body) -> dict:
+        found = [p for p in self.s.pipelines.values() if _matches(p, req.query.get("filter"))
+                 and p.get("namespace", "") == req.query.get("namespace", "")]
+        return {"pipelines": found[: int(req.query.get("page_size", "20"))], "total_size": len(found)}
+
+    def pipeline_service_delete_pipeline_version(self, req: Request, path: dict, body) -> dict:
+        versions = self.s.versions.get(path["pipeline_id"], [])
+        kept = [v for v in versions if v["pipeline_version_id"] != path["pipeline_version_id"]]
+        if len(kept) == len(versions):
+            raise Rejected(404, 5, f"pipeline version {path['pipeline_version_id']!r} not found")
+        self.s.versions[path["pipeline_id"]] = kept
+        return {}
+
+    def pipeline_service_list_pipeline_versions(self, req: Request, path: dict, body) -> dict:
         versions = self.s.versions.get(path["pipeline_id"])
         if versions is None:
             raise Rejected(404, 5, f"pipeline {path['pipeline_id']!r} not found")
@@ -267,12 +173,12 @@ class Handlers:
             raise Rejected(400, 3, f"cannot sort by {req.query['sort_by']!r}")
         return {"pipeline_versions": found[: int(req.query.get("page_size", "20"))], "total_size": len(found)}
 
-    def ExperimentService_ListExperiments(self, req: Request, path: dict, body) -> dict:
+    def experiment_service_list_experiments(self, req: Request, path: dict, body) -> dict:
         found = [e for e in self.s.experiments.values() if _matches(e, req.query.get("filter"))
                  and e.get("namespace", "") == req.query.get("namespace", "")]
         return {"experiments": found[: int(req.query.get("page_size", "20"))], "total_size": len(found)}
 
-    def ExperimentService_CreateExperiment(self, req: Request, path: dict, body) -> dict:
+    def experiment_service_create_experiment(self, req: Request, path: dict, body) -> dict:
         if not body.get("display_name"):
             raise Rejected(400, 3, "experiment display_name is required")
         eid = self.s.new_id("experiment")
@@ -280,12 +186,12 @@ class Handlers:
         self.s.experiments[eid] = experiment
         return experiment
 
-    def RecurringRunService_ListRecurringRuns(self, req: Request, path: dict, body) -> dict:
+    def recurring_run_service_list_recurring_runs(self, req: Request, path: dict, body) -> dict:
         found = [r for r in self.s.recurring.values() if _matches(r, req.query.get("filter"))
                  and r["experiment_id"] == req.query.get("experiment_id", r["experiment_id"])]
         return {"recurringRuns": found, "total_size": len(found)}
 
-    def RecurringRunService_CreateRecurringRun(self, req: Request, path: dict, body) -> dict:
+    def recurring_run_service_create_recurring_run(self, req: Request, path: dict, body) -> dict:
         for required in ("display_name", "pipeline_version_reference", "trigger", "max_concurrency", "mode"):
             if required not in body:
                 raise Rejected(400, 3, f"recurring run needs {required!r}")
@@ -306,7 +212,7 @@ class Handlers:
         self.s.recurring[rid] = run
         return run
 
-    def RecurringRunService_DeleteRecurringRun(self, req: Request, path: dict, body) -> dict:
+    def recurring_run_service_delete_recurring_run(self, req: Request, path: dict, body) -> dict:
         if self.s.recurring.pop(path["recurring_run_id"], None) is None:
             raise Rejected(404, 5, f"recurring run {path['recurring_run_id']!r} not found")
         return {}
@@ -323,7 +229,7 @@ class KfpStandIn(ThreadingHTTPServer):
     def __init__(self, token: str | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.token = token
-        self.operations = load_operations()
+        self.operations = load_operations(kfp_server_api, "*_service_api.py")
         self.state = State()
         self.handlers = Handlers(self.state)
         self.requests: list[Request] = []
@@ -359,26 +265,23 @@ class KfpStandIn(ThreadingHTTPServer):
             raise Rejected(401, 16, "missing or wrong bearer token")
         req.query = check_query(op, parse_qs(req.raw_query, keep_blank_values=True))
         body = None
-        body_param = next((p for p in op.params if p["in"] == "body"), None)
-        form_params = [p for p in op.params if p["in"] == "formData"]
-        if form_params:
+        if op.files:
             parts = parse_multipart(content_type, raw_body)
-            declared = {p["name"] for p in form_params}
             for name in parts:
-                if name not in declared:
+                if name not in op.files:
                     raise Rejected(400, 3, f"{op.op_id}: unknown form field {name!r}")
-            for p in form_params:
-                if p.get("required") and (p["name"] not in parts or parts[p["name"]][0] is None):
-                    raise Rejected(400, 3, f"{op.op_id}: missing file part {p['name']!r}")
+            for name in op.files:
+                if name in op.required and (name not in parts or parts[name][0] is None):
+                    raise Rejected(400, 3, f"{op.op_id}: missing file part {name!r}")
             req.files = parts
-        elif body_param:
+        elif op.body:
             if not content_type.startswith("application/json"):
                 raise Rejected(400, 3, f"{op.op_id}: expected application/json, got {content_type!r}")
             try:
                 body = json.loads(raw_body or b"null")
             except ValueError:
                 raise Rejected(400, 3, f"{op.op_id}: body is not JSON") from None
-            check(body, body_param["schema"], op.definitions, body_param["name"], request=True)
+            check(body, op.body[1], kfp_server_api.models, op.body[0], request=True)
             req.json = body
         elif raw_body:
             raise Rejected(400, 3, f"{op.op_id} takes no body")
@@ -386,7 +289,11 @@ class KfpStandIn(ThreadingHTTPServer):
         if handler is None:
             raise Rejected(501, 12, f"{op.op_id} is in the spec but not implemented by the stand-in")
         reply = handler(req, path_params, body)
-        check(reply, op.responses["200"]["schema"], op.definitions, f"{op.op_id} reply", request=False)
+        if op.op_id == "healthz_service_get_healthz":
+            for k, v in reply.items():
+                check(v, HEALTHZ_FIELDS[k], kfp_server_api.models, f"healthz reply.{k}", request=False)
+        elif op.response_type:
+            check(reply, op.response_type, kfp_server_api.models, f"{op.op_id} reply", request=False)
         return 200, reply
 
 
