@@ -57,7 +57,11 @@ def compile_pipeline(job: JobSpec, output: str | Path | None = None) -> Path:
 
     output = Path(output or f"{job.name}.pipeline.yaml").expanduser()
     check_output_path(output, "-o", is_folder=False)
-    path = compile_job(job, output)
+    try:
+        path = compile_job(job, output)
+    except OSError as err:  # a read-only file system, a full disk: what os.access could not tell
+        raise CliError(f"-o {output}: cannot write the pipeline there ({err.strerror or err}); "
+                       "choose a path you can write") from None
     print(f"pipeline of job {job.name!r} written to {path}")
     return path
 
@@ -169,8 +173,12 @@ def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
     return summary
 
 
-def _known_types(job: JobSpec, library) -> list[str]:
-    return list(job.data_types) if isinstance(job.data_types, list) else library.known_types()
+def _check_types(job: JobSpec, types: list[str] | None, known: list[str]) -> None:
+    """CliError naming each --type the job does not have, and the ones it has."""
+    unknown = [t for t in types or [] if t not in known]
+    if unknown:
+        listed = ", ".join(known) if known else "none yet (run the job first)"
+        raise CliError(f"--type {', '.join(unknown)}: not a data type of job {job.name!r}; its types: {listed}")
 
 
 def generate(job: JobSpec, types: list[str] | None, n: int, out: str | Path, seed: int | None = None) -> dict:
@@ -182,13 +190,12 @@ def generate(job: JobSpec, types: list[str] | None, n: int, out: str | Path, see
 
     GenerateOptions(job="", out=str(out), types=list(types or []), n=n, seed=seed)
     job = job.with_local_paths(Path.cwd())
+    if isinstance(job.data_types, list):  # the job lists its types: no server needed to check --type
+        _check_types(job, types, job.data_types)
     _preflight(job)
     library = library_for(job)
-    known = _known_types(job, library)
-    unknown = [t for t in types or [] if t not in known]
-    if unknown:
-        listed = ", ".join(known) if known else "none yet (run the job first)"
-        raise CliError(f"--type {', '.join(unknown)}: not a data type of job {job.name!r}; its types: {listed}")
+    if not isinstance(job.data_types, list):
+        _check_types(job, types, library.known_types())
     written = generate_from_library(library, job.train, types, n, Path(out).expanduser(), seed)
     for t, files in written.items():
         print(f"{t}: {len(files)} images in {Path(out) / t}")

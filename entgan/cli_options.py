@@ -61,19 +61,19 @@ class Options:
             bounds = f"at least {low}" if high is None else f"{low}-{high}"
             raise CliError(f"{self.flag(name)} is {value}; it must be {bounds}: {fix}")
 
-    def path_for_output(self, name: str, is_folder: bool) -> None:
+    def path_for_output(self, name: str, is_folder: bool, holds: str = "") -> None:
         """A path the verb will write: not under a file, not the wrong kind, in a writable place."""
         value = getattr(self, name)
         if value is None:
             return
-        check_output_path(value, self.flag(name), is_folder)
+        check_output_path(value, self.flag(name), is_folder, holds)
 
 
-def check_output_path(value: str | Path, flag: str, is_folder: bool) -> None:
+def check_output_path(value: str | Path, flag: str, is_folder: bool, holds: str = "") -> None:
     """CliError unless `value` can be written as a file (or folder): naming the part in the way."""
     path = Path(value).expanduser()
     if is_folder and path.is_file():
-        raise CliError(f"{flag} {value} is an existing file; give a folder (images go to <folder>/<type>/)")
+        raise CliError(f"{flag} {value} is an existing file; give a folder{holds}")
     if not is_folder and path.is_dir():
         raise CliError(f"{flag} {value} is a folder; give a file name, e.g. {path / 'job.pipeline.yaml'}")
     parent = path if is_folder else path.parent
@@ -130,7 +130,7 @@ class GenerateOptions(Options):
 
     def check(self) -> None:
         self.at_least("n", 1, "give how many images to write per type, e.g. -n 64")
-        self.path_for_output("out", is_folder=True)
+        self.path_for_output("out", is_folder=True, holds=" (images go to <folder>/<type>/)")
 
 
 @dataclass
@@ -183,7 +183,7 @@ class FiguresOptions(Options):
     out: str | None = arg("output folder (default: <state_dir>/figures)", default=None)
 
     def check(self) -> None:
-        self.path_for_output("out", is_folder=True)
+        self.path_for_output("out", is_folder=True, holds=" for the figures")
 
 
 # ---------------------------------------------------------------- options -> argparse

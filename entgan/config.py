@@ -285,7 +285,11 @@ class JobSpec(_Strict):
             raise ValueError("state_dir is empty; give a folder for EntGAN's local state, e.g. .entgan")
         if "://" in v:
             raise ValueError(f"state_dir {v!r} is a URI; give a local folder (artifacts go to MLflow)")
-        return expand_path(v)
+        path = Path(expand_path(v))
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise ValueError(f"state_dir {v}: {blocker} is a file, not a folder; set state_dir to a folder you can write")
+        return str(path) if v.startswith("~") else v
 
     @field_validator("image")
     @classmethod
