@@ -324,7 +324,7 @@ def test_every_option_of_a_verb_comes_from_its_options_object():
 
 
 def test_no_folder_named_tilde_is_created(tmp_path, monkeypatch):
-    from entgan.cli import _state_dir
+    from entgan.local_run import _state_dir
     from entgan.config import load_job
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
