@@ -84,8 +84,8 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fre
     from entgan.interrupted import close_interrupted_run, driver_env
 
     job = job.with_local_paths(base or Path.cwd())
+    preflight(job)  # before anything is written
     state_dir = _state_dir(job)
-    preflight(job)
     # Two edge tasks run at once locally; give each one core's worth of threads.
     os.environ.setdefault("ENTGAN_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     started = time.time()

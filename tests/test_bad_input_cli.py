@@ -235,7 +235,7 @@ def test_an_unreachable_tracking_server_fails_fast_saying_what_it_waited_for(ver
     assert code == 2, err
     assert f"waiting for the MLflow server at {UNREACHABLE}" in err
     assert f"error: MLflow at {UNREACHABLE} is unreachable" in err and "start the server or fix mlflow_tracking_uri" in err
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "state").exists()
 
 
 def test_the_reachability_check_passes_a_server_that_answers_anything():
