@@ -1,4 +1,5 @@
-"""`entgan` command line: each verb is one plain function that tests and components can call too.
+"""`entgan` command line: each verb is one plain function that tests and components can call too;
+its options are one typed object (`entgan.cli_options`) that also builds its parser.
 
     entgan data demo [--root DIR]         write the demo edge folders
     entgan compile JOB [-o FILE]          compile the job's pipeline to KFP YAML
@@ -7,239 +8,52 @@
     entgan generate --job JOB -n N --out DIR [--type T]   images from the champions
     entgan upload JOB [--image IMG]       compile and upload the pipeline to Kubeflow Pipelines
     entgan schedule JOB --cron CRON       create or update its recurring run
+    entgan preflight JOB                  check that the cluster can run the job (nodes, GPUs, Secret, MLflow, KFP)
     entgan figures JOB [--out DIR]        real vs generated samples per type, FID per round (PNG)
 """
 
 from __future__ import annotations
 
 import argparse
-import builtins
-import collections
-import contextlib
-import io
+import dataclasses
 import json
 import logging
 import os
-import re
 import sys
-import threading
-import time
-import warnings
 from pathlib import Path
 
+from entgan.cli_options import (CliError, CompileOptions, DataDemoOptions, FiguresOptions, GenerateOptions,
+                                Options, PreflightOptions, RunOptions, ScheduleOptions, StatusOptions, UploadOptions,
+                                add_options, options_from)
 from entgan.config import JobError, JobSpec, load_job
 from entgan.data import DEMO_SPLIT, DataError, materialize_demo, materialize_wave
 from entgan.kfp_client import KfpError
+from entgan.kfp_local_io import TaskFailed, thread_safe_kfp_logging
+from entgan.local_run import compile_pipeline, latest_summary, preflight, run_local
+from entgan.preflight_mlflow import TrackingServerUnreachable
 from entgan.redact import redact
 from entgan.storage import StorageError
 
-
-class CliError(RuntimeError):
-    """An error shown to the user as one line, without a traceback."""
-
-
-class TaskFailed(CliError):
-    """A pipeline task failed: its own error as one line; `log` keeps the tail of the run's
-    output (with the task's traceback) for --debug."""
-
-    def __init__(self, message: str, log: str) -> None:
-        super().__init__(message)
-        self.log = log
+_thread_safe_kfp_logging = thread_safe_kfp_logging  # the name tests/test_terminal.py imports
+__all__ = ["CliError", "TaskFailed", "compile_pipeline", "latest_summary", "main", "run_local"]
 
 
 def data_demo(root: str | Path, per_type: int | None = None, wave: int | None = None) -> dict[str, dict[str, int]]:
     """Write the bundled demo set as non-IID edge folders under `root` (or one lifelong wave)."""
+    DataDemoOptions(root=str(root), per_type=per_type, wave=wave)
+    root = Path(root).expanduser()
     counts = materialize_wave(root, wave) if wave else materialize_demo(root, DEMO_SPLIT, per_type=per_type)
     for edge, types in counts.items():
-        print(f"{Path(root) / edge}: " + ", ".join(f"{t}={n}" for t, n in types.items()))
+        print(f"{root / edge}: " + ", ".join(f"{t}={n}" for t, n in types.items()))
     return counts
 
 
-def compile_pipeline(job: JobSpec, output: str | Path) -> Path:
-    from pipelines.entgan_pipeline import compile_job
-
-    path = compile_job(job, output)
-    print(f"pipeline of job {job.name!r} written to {path}")
-    return path
-
-
-class _QuietStdout(io.TextIOBase):
-    """Shows EntGAN's progress lines and kfp.local's task status; hides the KFP executor's JSON
-    dumps. The hidden tail is kept and shown if the run fails."""
-
-    KEEP = ("[entgan ", "Executing task", "finished with status", "Running pipeline")
-    # The last line of a Python traceback: `entgan.data.DataError: edge-1/box/x.png: cannot read image`.
-    ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)): (.+)$")
-
-    def __init__(self, target, progress=None) -> None:
-        self.target, self.partial, self.progress = target, "", progress
-        # kfp.local's parallel tasks are threads that print into this one object: `partial` and
-        # the progress counts are shared, so one write at a time.
-        self.lock = threading.Lock()
-        self.hidden: collections.deque[str] = collections.deque(maxlen=80)
-        self.error_lines: list[str] = []  # exception lines the tasks printed, in order
-
-    def write(self, text: str) -> int:
-        with self.lock:
-            self._write(text)
-        return len(text)
-
-    def _write(self, text: str) -> None:
-        lines = (self.partial + text).split("\n")
-        self.partial = lines.pop()
-        for line in lines:
-            keep = any(k in line for k in self.KEEP)
-            if self.ERROR_LINE.match(line.strip()):
-                self.error_lines.append(line.strip())
-                keep = True
-            if self.progress is not None:
-                self.progress.line(line.strip(), show=keep)
-            elif keep:
-                self.target.write(line.strip() + "\n")
-                self.target.flush()
-            if not keep:
-                self.hidden.append(line)
-
-    def failure(self, err: Exception) -> TaskFailed:
-        """One line for a failed run: the failed task and its own error (without the traceback)."""
-        from entgan.progress import ANSI
-
-        failed = re.findall(r"Inner task failed: (.+?)\.?$", ANSI.sub("", str(err)))
-        where = f"task {failed[0].split(' inside ')[0]} failed" if failed else "the pipeline failed"
-        cause = self.ERROR_LINE.match(self.error_lines[-1]).group(3) if self.error_lines else ANSI.sub("", str(err))
-        return TaskFailed(f"{where}: {cause} (the task's log is above; rerun with -v for the full log "
-                          "or --debug for the traceback)", "\n".join(self.hidden))
-
-    def flush(self) -> None:
-        self.target.flush()
-
-
-@contextlib.contextmanager
-def _thread_safe_kfp_logging():
-    """Work around a race in kfp.local (2.17): every task swaps the root logger's handlers in
-    and out (`logging_utils.local_logger_context`), and two edge tasks run in threads. When one
-    task restores the handlers (`clear()`, then `addHandler`) at the moment the other logs
-    "Task ... finished", that line goes to no handler and is lost: the progress bar ends short
-    and counts from the log are wrong. While a run is in progress, this swaps in a version that
-    installs kfp's handler once, for as long as any task is inside it.
-
-    The same race in `logging_utils.indented_print` (each task swaps `builtins.print` for a
-    wrapper that indents and calls the print it found) is worse: when two tasks overlap, the
-    later one restores the earlier one's wrapper, which stays installed, and the next tasks wrap
-    it again. Each wrapper calls the one below it twice (the indent, then the text), so a print
-    costs 2**depth writes: after enough overlaps a run spins on indentation (seen in CI: 14
-    leaked wrappers, a test hung for 20 minutes). Here one print wrapper is installed for the run
-    and the indent is per thread."""
-    from kfp.local import logging_utils
-
-    lock, depth, saved = threading.Lock(), [0], {}
-
-    @contextlib.contextmanager
-    def shared_context():
-        root = logging.getLogger()
-        with lock:
-            if depth[0] == 0:
-                saved.update(level=root.level, handlers=root.handlers[:])
-                handler = logging.StreamHandler(sys.stdout)
-                handler.setFormatter(logging_utils.MillisecondFormatter(
-                    fmt="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S.%f"))
-                root.handlers = [handler]  # one assignment: a thread logging now sees old or new
-                root.setLevel(logging.INFO)
-            depth[0] += 1
-        try:
-            yield
-        finally:
-            with lock:
-                depth[0] -= 1
-                if depth[0] == 0:
-                    root.handlers = saved["handlers"]
-                    root.setLevel(saved["level"])
-
-    this_thread, builtin_print = threading.local(), builtins.print
-
-    def print_indented(*args, **kwargs):
-        indent = getattr(this_thread, "indent", 0)
-        if indent:  # in the same write as the text, so that parallel tasks' lines do not interleave
-            args = (" " * indent + (str(args[0]) if args else ""), *args[1:])
-        return builtin_print(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def indented_print(num_spaces: int = 4):
-        this_thread.indent = getattr(this_thread, "indent", 0) + num_spaces
-        try:
-            yield
-        finally:
-            this_thread.indent -= num_spaces
-
-    originals = logging_utils.local_logger_context, logging_utils.indented_print
-    logging_utils.local_logger_context, logging_utils.indented_print = shared_context, indented_print
-    builtins.print = print_indented
-    try:
-        yield
-    finally:
-        builtins.print = builtin_print
-        logging_utils.local_logger_context, logging_utils.indented_print = originals
-
-
-def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fresh_processes: bool = False) -> dict:
-    """Compile the job's pipeline and run that YAML with kfp.local (one process per task).
-
-    Relative paths in the job are taken from `base` (default: the current folder). Returns the
-    deploy step's summary; sample grids are copied to `<state_dir>/samples/<type>.png`.
-    Tasks start as forks of a pre-warmed server (`entgan.forkserver`, which imports torch, MLflow
-    and kfp once instead of once per task) unless `fresh_processes` or ENTGAN_FORK_SERVER=0.
-    """
-    from entgan import forkserver
-
-    job = job.with_local_paths(base or Path.cwd())
-    state_dir = Path(job.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    # Two edge tasks run at once locally; give each one core's worth of threads.
-    os.environ.setdefault("ENTGAN_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
-    with contextlib.ExitStack() as stack:
-        if forkserver.enabled() and not fresh_processes:  # it starts importing now, while we compile
-            stack.enter_context(forkserver.serving())
-        return _run_compiled(job, state_dir, verbose)
-
-
-def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
-    import kfp.local
-    import yaml
-    from kfp import components
-
-    from entgan.progress import ProgressOutput, RunProgress, count_tasks
-    from entgan.report import write_figures
-    from entgan.steps import copy_samples
-
-    pipeline_file = compile_pipeline(job, state_dir / f"{job.name}.pipeline.yaml")
-    pipeline = components.load_component_from_file(str(pipeline_file))
-    warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-    kfp.local.init(
-        runner=kfp.local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(state_dir / "kfp"),
-        raise_on_error=True,
-    )
-    started = time.perf_counter()
-    progress = ProgressOutput(sys.stdout, RunProgress(
-        count_tasks(next(yaml.safe_load_all(pipeline_file.read_text())), len(job.edges)),
-        job.train.rounds, len(job.edges)))
-    quiet = _QuietStdout(sys.stdout, progress)
-    try:
-        with contextlib.redirect_stdout(sys.stdout if verbose else quiet), _thread_safe_kfp_logging():
-            pipeline()
-    except Exception as err:
-        raise quiet.failure(err) from err
-    finally:
-        progress.close()
-    summary = latest_summary(job)
-    summary["seconds"] = time.perf_counter() - started
-    grids = copy_samples(summary, state_dir / "samples")
-    for t, path in grids.items():
-        summary["types"][t]["grid"] = str(path)
-    if summary["types"]:  # the README's pictures: real vs generated per type, FID per round
-        summary["figures"] = {k: str(v) for k, v in write_figures(job, state_dir / "figures").items()}
-    return summary
+def _check_types(job: JobSpec, types: list[str] | None, known: list[str]) -> None:
+    """CliError naming each --type the job does not have, and the ones it has."""
+    unknown = [t for t in types or [] if t not in known]
+    if unknown:
+        listed = ", ".join(known) if known else "none yet (run the job first)"
+        raise CliError(f"--type {', '.join(unknown)}: not a data type of job {job.name!r}; its types: {listed}")
 
 
 def generate(job: JobSpec, types: list[str] | None, n: int, out: str | Path, seed: int | None = None) -> dict:
@@ -249,7 +63,15 @@ def generate(job: JobSpec, types: list[str] | None, n: int, out: str | Path, see
     from entgan.generate import generate_from_library
     from entgan.registry import library_for
 
-    written = generate_from_library(library_for(job.with_local_paths(Path.cwd())), job.train, types, n, Path(out), seed)
+    GenerateOptions(job="", out=str(out), types=list(types or []), n=n, seed=seed)
+    job = job.with_local_paths(Path.cwd())
+    if isinstance(job.data_types, list):  # the job lists its types: no server needed to check --type
+        _check_types(job, types, job.data_types)
+    preflight(job)
+    library = library_for(job)
+    if not isinstance(job.data_types, list):
+        _check_types(job, types, library.known_types())
+    written = generate_from_library(library, job.train, types, n, Path(out).expanduser(), seed)
     for t, files in written.items():
         print(f"{t}: {len(files)} images in {Path(out) / t}")
     return written
@@ -260,36 +82,25 @@ def figures(job: JobSpec, out: str | Path | None = None) -> dict[str, Path]:
     from entgan.report import write_figures
 
     job = job.with_local_paths(Path.cwd())
-    written = write_figures(job, out or Path(job.state_dir) / "figures")
+    preflight(job)
+    written = write_figures(job, Path(out).expanduser() if out else Path(job.state_dir) / "figures")
     for name, path in written.items():
         print(f"{name.replace('_', ' ')}: {path}")
     return written
 
 
 def show_status(job: JobSpec, runs: int = 5) -> str:
-    """`entgan status`: stages of the last runs and each type's champion, from the task library."""
+    """`entgan status`: stages of the last runs and each type's champion, from the task library.
+    A run still RUNNING whose `entgan run` process is gone shows as STALE."""
+    from entgan.interrupted import mark_stale
     from entgan.registry import library_for
     from entgan.status import format_status, job_status
 
-    return format_status(job_status(library_for(job.with_local_paths(Path.cwd())), runs=runs))
-
-
-def latest_summary(job: JobSpec) -> dict:
-    """The summary of the job's newest run from the task library; a run that waited (trigger
-    not met) has no types and says why."""
-    from entgan.registry import library_for
-
+    StatusOptions(job="", runs=runs)
+    job = job.with_local_paths(Path.cwd())
+    preflight(job)
     library = library_for(job)
-    runs = library.recent_runs(1)
-    if not runs:
-        raise CliError(f"job {job.name!r} has no run in {job.tracking_uri}")
-    run_id = runs[0].info.run_id
-    summary = library.read_json(run_id, "summary.json") or {"job": job.name, "types": {}, "mlflow_run_id": run_id}
-    summary["states"] = [c.to_json() for c in library.states(run_id)]
-    waiting = [c for c in library.states(run_id) if c.stage.value == "train" and c.detail.startswith("trigger")]
-    if waiting and not summary["types"]:
-        summary["waiting"] = waiting[-1].detail
-    return summary
+    return format_status(mark_stale(job_status(library, runs=runs), library))
 
 
 def format_summary(summary: dict) -> str:
@@ -348,8 +159,7 @@ def upload(
     from entgan import kfp_client
 
     if image is not None:
-        if not image.strip() or any(c.isspace() for c in image):
-            raise CliError(f"--image {image!r} is not an image reference; write e.g. registry.example.com/entgan:0.1.0")
+        UploadOptions(job="", image=image)  # checks the reference
         job = job.model_copy(update={"image": image})
     path = compile_pipeline(job, output or Path("build") / f"{job.name}.pipeline.yaml")
     name = kfp_client.pipeline_name(job.name)
@@ -428,8 +238,60 @@ def check_cluster(job: JobSpec, *, host: str | None = None, namespace: str | Non
                        "to upload/schedule if you know better)")
 
 
-# ---------------------------------------------------------------- argument parsing
+# ---------------------------------------------------------------- verbs: options -> function
 
+
+def _run(job: JobSpec, demo_data: bool = False, verbose: bool = False, fresh_processes: bool = False) -> None:
+    if demo_data:
+        data_demo(Path(job.state_dir) / "edges")
+    print(format_summary(run_local(job, verbose=verbose, fresh_processes=fresh_processes)))
+
+
+def _status(job: JobSpec, runs: int = 5) -> None:
+    print(show_status(job, runs=runs))
+
+
+@dataclasses.dataclass(frozen=True)
+class Verb:
+    """One verb: its options object, the function it calls (with the loaded job first when the
+    options have a `job`), and its --help texts."""
+
+    name: str
+    options: type[Options]
+    function: object
+    help: str
+    epilog: str
+
+
+VERBS = [
+    Verb("data demo", DataDemoOptions, data_demo, "write the bundled demo images as edge folders",
+         "example: entgan data demo --root .entgan/demo/edges --per-type 100"),
+    Verb("compile", CompileOptions, compile_pipeline,
+         "compile a job's pipeline to KFP YAML (for upload to Kubeflow)",
+         "example: entgan compile jobs/cluster.yaml -o build/cluster.pipeline.yaml"),
+    Verb("run", RunOptions, _run, "run a job's pipeline locally with kfp.local",
+         "Compiles the job, runs that YAML (one process per task) against the job's MLflow task\n"
+         "library and prints a table per type; a progress bar on a terminal, plain lines otherwise.\n"
+         "Figures (real vs generated, FID per round) go to <state_dir>/figures/. Ctrl-C records the\n"
+         "stage in progress as Failed (interrupted) and ends the MLflow run as KILLED.\n\n"
+         "example: entgan run jobs/demo.yaml"),
+    Verb("generate", GenerateOptions, generate, "write images from the champion generators (ImageFolder layout)",
+         "example: entgan generate --job jobs/demo.yaml --type box -n 100 --out synth/"),
+    Verb("status", StatusOptions, _status, "show a job's stages, last runs and champions (from the task library)",
+         "example: entgan status jobs/demo.yaml --runs 3"),
+    Verb("upload", UploadOptions, upload, "compile a job's pipeline and upload it to Kubeflow Pipelines",
+         "example: KFP_HOST=http://localhost:8888 entgan upload jobs/cluster.yaml --image REGISTRY/entgan:0.1.0"),
+    Verb("schedule", ScheduleOptions, schedule, "create or update the recurring run of a job's uploaded pipeline",
+         "example: KFP_HOST=http://localhost:8888 entgan schedule jobs/cluster.yaml --cron '0 */6 * * *'"),
+    Verb("preflight", PreflightOptions, check_cluster,
+         "check that a job can run on the cluster (nodes, GPUs, Secret, MLflow, KFP)",
+         "example: KFP_HOST=http://localhost:8888 entgan preflight jobs/cluster.yaml --namespace kubeflow"),
+    Verb("figures", FiguresOptions, figures,
+         "draw a job's figures: real vs generated samples per type, FID per round",
+         "Reads the champions and the newest training run from the task library and the real\n"
+         "held-out images from the edges' data folders (run it where those are reachable).\n\n"
+         "example: entgan figures jobs/demo.yaml --out docs/figures   (the README's pictures)"),
+]
 
 _EPILOG = """\
 examples:
@@ -442,7 +304,7 @@ Errors are one line saying what is wrong and how to fix it (exit status 2, or 1 
 unexpected error); add --debug for the traceback. `entgan VERB --help` documents each verb."""
 
 
-def _verb(group, name: str, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
+def _sub(group, name: str, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
     """A subcommand whose --help starts with its one-line purpose; --debug works after it too."""
     sub = group.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}.", epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -451,88 +313,33 @@ def _verb(group, name: str, help: str, epilog: str | None = None) -> argparse.Ar
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The parser of every verb, built from VERBS (a two-word verb is a group and its member)."""
     about = "EntGAN: federated GAN training on Kubeflow Pipelines with an MLflow task library.\n"
-    parser = argparse.ArgumentParser(prog="entgan", description=about + __doc__.split("\n", 1)[1], epilog=_EPILOG,
+    parser = argparse.ArgumentParser(prog="entgan", description=about + __doc__.split("\n", 2)[2], epilog=_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    data = _verb(verbs, "data", "demo data").add_subparsers(dest="data_verb", required=True, metavar="WHAT")
-    demo = _verb(data, "demo", "write the bundled demo images as edge folders",
-                 "example: entgan data demo --root .entgan/demo/edges --per-type 100")
-    demo.add_argument("--root", default=".entgan/demo/edges", help="folder to create <edge>/<type>/ in")
-    demo.add_argument("--per-type", type=int, default=None, help="use at most N images of each type")
-    demo.add_argument("--wave", type=int, choices=[1, 2], help="lifelong demo: 1 = first data, 2 = new arrivals")
-
-    comp = _verb(verbs, "compile", "compile a job's pipeline to KFP YAML (for upload to Kubeflow)",
-                 "example: entgan compile jobs/cluster.yaml -o build/cluster.pipeline.yaml")
-    comp.add_argument("job", help="job file (YAML)")
-    comp.add_argument("-o", "--output", help="output file (default: <job name>.pipeline.yaml)")
-
-    run = _verb(verbs, "run", "run a job's pipeline locally with kfp.local",
-                "Compiles the job, runs that YAML (one process per task) against the job's MLflow task\n"
-                "library and prints a table per type; a progress bar on a terminal, plain lines otherwise.\n"
-                "Figures (real vs generated, FID per round) go to <state_dir>/figures/.\n\n"
-                "example: entgan run jobs/demo.yaml")
-    run.add_argument("job", help="job file (YAML)")
-    run.add_argument("--demo-data", action="store_true", help="write the demo edge folders first")
-    run.add_argument("-v", "--verbose", action="store_true", help="show the KFP executors' full logs")
-    run.add_argument("--fresh-processes", action="store_true",
-                     help="start every task in a fresh Python, as plain kfp.local does (slower; by default "
-                          "tasks are forks of one process that has imported torch, MLflow and kfp)")
-
-    gen = _verb(verbs, "generate", "write images from the champion generators (ImageFolder layout)",
-                "example: entgan generate --job jobs/demo.yaml --type box -n 100 --out synth/")
-    gen.add_argument("--job", required=True, help="job file (YAML)")
-    gen.add_argument("--type", dest="types", action="append", help="data type (repeat; default: every type)")
-    gen.add_argument("-n", type=int, default=64, help="images per type (default 64)")
-    gen.add_argument("--out", required=True, help="output folder; images go to <out>/<type>/")
-    gen.add_argument("--seed", type=int, default=None, help="noise seed for reproducible images")
-
-    st = _verb(verbs, "status", "show a job's stages, last runs and champions (from the task library)",
-               "example: entgan status jobs/demo.yaml --runs 3")
-    st.add_argument("job", help="job file (YAML)")
-    st.add_argument("--runs", type=int, default=5, help="how many recent runs to list (default 5)")
-
-    kfp_help = "KFP API URL (default: $KFP_HOST); token from $KFP_TOKEN or $KFP_TOKEN_FILE"
-    up = _verb(verbs, "upload", "compile a job's pipeline and upload it to Kubeflow Pipelines",
-               "example: KFP_HOST=http://localhost:8888 entgan upload jobs/cluster.yaml --image REGISTRY/entgan:0.1.0")
-    up.add_argument("job", help="job file (YAML)")
-    up.add_argument("--host", help=kfp_help)
-    up.add_argument("--namespace", help="KFP namespace (multi-user Kubeflow; default: $KFP_NAMESPACE)")
-    up.add_argument("--image", help="component image to compile in (default: the job's image)")
-    up.add_argument("-o", "--output", help="where to write the compiled YAML (default: build/<job>.pipeline.yaml)")
-    up.add_argument("--dry-run", action="store_true", help="compile and say what would be uploaded; send nothing")
-    up.add_argument("--skip-preflight", action="store_true", help="do not check the cluster and backend first")
-
-    sch = _verb(verbs, "schedule", "create or update the recurring run of a job's uploaded pipeline",
-                "example: KFP_HOST=http://localhost:8888 entgan schedule jobs/cluster.yaml --cron '0 */6 * * *'")
-    sch.add_argument("job", help="job file (YAML)")
-    sch.add_argument("--cron", required=True, help="'M H DoM Mon DoW' or with seconds first, e.g. '0 */6 * * *'")
-    sch.add_argument("--name", help="recurring run name (default: entgan-<job>)")
-    sch.add_argument("--experiment", help="KFP experiment (default: entgan-<job>; created if missing)")
-    sch.add_argument("--max-concurrency", type=int, default=1, help="runs at once, 1-10 (default 1)")
-    sch.add_argument("--catchup", action="store_true", help="run missed schedules after a pause (default: no)")
-    sch.add_argument("--pipeline-root", help="where runs keep artifacts, e.g. s3://entgan/kfp (default: KFP's)")
-    sch.add_argument("--service-account", help="Kubernetes service account of the runs (default: KFP's)")
-    sch.add_argument("--host", help=kfp_help)
-    sch.add_argument("--namespace", help="KFP namespace (multi-user Kubeflow; default: $KFP_NAMESPACE)")
-    sch.add_argument("--dry-run", action="store_true", help="print the recurring run to create; send nothing")
-    sch.add_argument("--skip-preflight", action="store_true", help="do not check the cluster and backend first")
-
-    pre = _verb(verbs, "preflight", "check that a job can run on the cluster (nodes, GPUs, Secret, MLflow, KFP)",
-                "example: KFP_HOST=http://localhost:8888 entgan preflight jobs/cluster.yaml --namespace kubeflow")
-    pre.add_argument("job", help="job file (YAML)")
-    pre.add_argument("--host", help=kfp_help)
-    pre.add_argument("--namespace", help="namespace of the pipeline's pods (default: $KFP_NAMESPACE or kubeflow)")
-
-    fig = _verb(verbs, "figures", "draw a job's figures: real vs generated samples per type, FID per round",
-                "Reads the champions and the newest training run from the task library and the real\n"
-                "held-out images from the edges' data folders (run it where those are reachable).\n\n"
-                "example: entgan figures jobs/demo.yaml --out docs/figures   (the README's pictures)")
-    fig.add_argument("job", help="job file (YAML)")
-    fig.add_argument("--out", help="output folder (default: <state_dir>/figures)")
+    top = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for verb in VERBS:
+        group, _, member = verb.name.partition(" ")
+        if member:
+            if group not in groups:
+                groups[group] = _sub(top, group, f"{group} commands").add_subparsers(
+                    dest=f"{group}_verb", required=True, metavar="WHAT")
+            sub = _sub(groups[group], member, verb.help, verb.epilog)
+        else:
+            sub = _sub(top, group, verb.help, verb.epilog)
+        add_options(sub, verb.options)
+        sub.set_defaults(_verb=verb)
     return parser
+
+
+def _call(verb: Verb, args: argparse.Namespace) -> None:
+    """Build the verb's options (they check themselves), load the job if it has one, call it."""
+    values = dataclasses.asdict(options_from(args, verb.options))
+    if "job" in values:
+        values["job"] = load_job(values["job"])
+    verb.function(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -541,39 +348,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
-        if args.verb == "data":
-            data_demo(args.root, args.per_type, args.wave)
-        elif args.verb == "compile":
-            job = load_job(args.job)
-            compile_pipeline(job, args.output or f"{job.name}.pipeline.yaml")
-        elif args.verb == "run":
-            job = load_job(args.job)
-            if args.demo_data:
-                data_demo(Path(job.state_dir) / "edges")
-            print(format_summary(run_local(job, verbose=args.verbose, fresh_processes=args.fresh_processes)))
-        elif args.verb == "generate":
-            generate(load_job(args.job), args.types, args.n, args.out, args.seed)
-        elif args.verb == "status":
-            print(show_status(load_job(args.job), runs=args.runs))
-        elif args.verb == "figures":
-            figures(load_job(args.job), args.out)
-        elif args.verb == "upload":
-            upload(load_job(args.job), host=args.host, namespace=args.namespace, image=args.image,
-                   output=args.output, dry_run=args.dry_run, skip_preflight=args.skip_preflight)
-        elif args.verb == "schedule":
-            schedule(load_job(args.job), args.cron, name=args.name, experiment=args.experiment,
-                     max_concurrency=args.max_concurrency, catchup=args.catchup,
-                     pipeline_root=args.pipeline_root, service_account=args.service_account,
-                     host=args.host, namespace=args.namespace, dry_run=args.dry_run,
-                     skip_preflight=args.skip_preflight)
-        elif args.verb == "preflight":
-            check_cluster(load_job(args.job), host=args.host, namespace=args.namespace)
+        _call(args._verb, args)
     except KeyboardInterrupt:
         if args.debug:
             raise
         print("error: interrupted; run the command again to start over", file=sys.stderr)
         return 130
-    except (JobError, DataError, CliError, KfpError, StorageError, LookupError) as err:
+    except (JobError, DataError, CliError, KfpError, StorageError, LookupError, TrackingServerUnreachable) as err:
         if args.debug:
             if isinstance(err, TaskFailed):
                 print(err.log, file=sys.stderr)

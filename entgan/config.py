@@ -7,8 +7,10 @@ images live, the data types, how to train, evaluate and deploy, and where the ta
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 from typing import Literal
 
 import yaml
@@ -43,15 +45,58 @@ _LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NA
 _LABEL_VALUE = re.compile(rf"^{_LABEL_NAME}?$")
 
 
+# Query parameters that carry a secret (`?token=...`, `&X-Amz-Signature=...`), by name.
+_SECRET_QUERY = re.compile(r"(token|secret|password|passwd|pwd|key|signature|credential|auth)", re.IGNORECASE)
+_CREDENTIAL_FIX = ("set it in the environment instead (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or "
+                   "MLFLOW_TRACKING_TOKEN, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+
+
 def _no_credentials(uri: str, what: str) -> str:
-    """Credentials come only from the environment: a URI with a password would be compiled into
-    the pipeline YAML and stored in MLflow for anyone to read."""
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*:[^/@]*@", uri):
-        raise ValueError(
-            f"{what} holds a user name and password; remove them and set them in the environment "
-            "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
-        )
+    """Credentials come only from the environment: anything in a URI would be compiled into the
+    pipeline YAML and stored in MLflow for anyone to read. Refused: any user part (`user:pass@`,
+    `token@`, `:pass@`) and query parameters named like a secret (`?token=`)."""
+    if "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    if "@" in parts.netloc:
+        shape = "a user name and password" if ":" in parts.netloc.rsplit("@", 1)[0] else "a user name or token"
+        raise ValueError(f"{what} holds {shape} before '@'; remove it and {_CREDENTIAL_FIX}")
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_QUERY.search(name):
+            raise ValueError(f"{what} holds a secret in its query ('{name}='); remove it and {_CREDENTIAL_FIX}")
     return uri
+
+
+def expand_path(value: str) -> str:
+    """A local path with `~` expanded (a folder literally named '~' is a trap); URIs unchanged."""
+    return value if "://" in value else os.path.expanduser(value)
+
+
+def _check_local_folder(value: str, what: str) -> str:
+    """A local folder that is already known to be wrong: an existing file, or a symlink loop."""
+    if "://" in value:
+        return value
+    path = Path(value)
+    try:
+        path.resolve(strict=False)
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError("Symlink loop ...")
+        raise ValueError(f"{what} {value} is a symlink that points to itself (a loop); "
+                         "point it at the image folder") from None
+    if path.is_file():
+        raise ValueError(f"{what} {value} is a file, not a folder; give the folder that holds <type>/*.png")
+    return value
+
+
+_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _check_tracking_uri(uri: str) -> str:
+    """A tracking URI MLflow can use, with its scheme (`http://host:5000`, `sqlite:///path.db`)."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in _SCHEMES:
+        raise ValueError(f"mlflow_tracking_uri {uri!r} has no known scheme; write e.g. http://mlflow:5000 or "
+                         "sqlite:///path/mlflow.db (or leave it out for a store in state_dir)")
+    return _no_credentials(uri, "mlflow_tracking_uri")
 
 
 class EdgeSpec(_Strict):
@@ -72,7 +117,7 @@ class EdgeSpec(_Strict):
     def _data(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("data is empty; give the edge's image folder or s3:// prefix")
-        return _no_credentials(v, "data")
+        return _check_local_folder(expand_path(_no_credentials(v, "data")), "data")
 
     @field_validator("node_selector")
     @classmethod
@@ -231,7 +276,20 @@ class JobSpec(_Strict):
     @field_validator("mlflow_tracking_uri")
     @classmethod
     def _tracking_uri(cls, v: str | None) -> str | None:
-        return None if v is None else _no_credentials(v, "mlflow_tracking_uri")
+        return None if v is None else _check_tracking_uri(v)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("state_dir is empty; give a folder for EntGAN's local state, e.g. .entgan")
+        if "://" in v:
+            raise ValueError(f"state_dir {v!r} is a URI; give a local folder (artifacts go to MLflow)")
+        path = Path(expand_path(v))
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise ValueError(f"state_dir {v}: {blocker} is a file, not a folder; set state_dir to a folder you can write")
+        return str(path) if v.startswith("~") else v
 
     @field_validator("image")
     @classmethod
@@ -263,6 +321,13 @@ class JobSpec(_Strict):
                 f"train.min_edges is {self.train.min_edges} but the job has only "
                 f"{len(self.edges)} edges; lower min_edges or add edges"
             )
+        seen: dict[str, str] = {}
+        for e in self.edges:
+            where = _same_place(e.data)
+            if where in seen:
+                raise ValueError(f"edges {seen[where]!r} and {e.name!r} read the same folder {where}; their images "
+                                 "would be counted twice: give each edge its own data folder")
+            seen[where] = e.name
         return self
 
     @property
@@ -289,6 +354,14 @@ class JobSpec(_Strict):
 
         edges = [e.model_copy(update={"data": absolute(e.data)}) for e in self.edges]
         return self.model_copy(update={"edges": edges, "state_dir": absolute(self.state_dir)})
+
+
+def _same_place(data: str) -> str:
+    """Where an edge's data really is: a local folder resolved (relative paths from the working
+    directory, symlinks followed), a URI with its trailing '/' removed."""
+    if "://" in data:
+        return data.rstrip("/")
+    return str(Path(data).resolve())
 
 
 # The fix for pydantic's own messages ("Input should be greater than 0") that do not say it.
@@ -328,13 +401,41 @@ def parse_job(data: object, source: str = "job") -> JobSpec:
         raise JobError(_describe(err, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key written twice in one mapping (YAML would let the second
+    silently replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise JobError(f"{self.name}: key {key!r} appears twice in one mapping (lines {seen[key]} and "
+                               f"{line}); the second would silently replace the first: keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_job(path: str | Path) -> JobSpec:
-    """Read and validate a job file."""
-    path = Path(path)
+    """Read and validate a job file (UTF-8 YAML; a key written twice is an error)."""
+    path = Path(path).expanduser()
     if not path.is_file():
         raise JobError(f"{path}: job file not found; pass the path of a YAML job file")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise JobError(f"{path}: line {line}: byte 0x{err.object[err.start]:02x} is not UTF-8; save the job file "
+                       "as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    except OSError as err:
+        raise JobError(f"{path}: cannot read the job file ({err.strerror}); check its permissions") from None
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(path)
+    try:
+        data = loader.get_single_data()
     except yaml.YAMLError as err:
         raise JobError(f"{path}: not valid YAML ({err}); fix the syntax") from None
+    finally:
+        loader.dispose()
     return parse_job(data, str(path))

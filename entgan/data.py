@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -61,8 +62,7 @@ def is_holdout(file_name: str, fraction: float) -> bool:
 def list_images(root: str | Path) -> dict[str, list[Path]]:
     """{type: sorted image files} for an edge folder; hidden folders and other files ignored."""
     root = local_folder(root)  # an s3:// prefix is mirrored into a local cache first (entgan.storage)
-    if not root.is_dir():
-        raise DataError(f"edge data folder {root} does not exist; create it or fix the job's edge data path")
+    _check_folder(root)
     found = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
@@ -71,6 +71,30 @@ def list_images(root: str | Path) -> dict[str, list[Path]]:
                 raise DataError(f"{sub}: type folder name {sub.name!r} is not a safe name; rename the folder: {NAME_HINT}")
             found[sub.name] = files
     return found
+
+
+def _check_folder(root: Path) -> None:
+    """A DataError saying what the edge's data path is instead of a folder of images."""
+    fix = "fix the job's edge data path"
+    try:
+        root.resolve(strict=False)
+    except (RuntimeError, OSError):  # Python 3.11: RuntimeError("Symlink loop ...")
+        raise DataError(f"edge data folder {root} is a symlink that points to itself (a loop); {fix}") from None
+    if root.is_file():
+        raise DataError(f"edge data folder {root} is a file, not a folder; {fix}")
+    if root.is_symlink() and not root.exists():
+        raise DataError(f"edge data folder {root} is a symlink to {os.readlink(root)}, which does not exist; {fix}")
+    if not root.is_dir():
+        raise DataError(f"edge data folder {root} does not exist; create it or {fix}")
+
+
+def other_files(root: str | Path) -> dict[str, int]:
+    """{suffix: count} of the files in an edge's type folders that are not read as images."""
+    counts: dict[str, int] = {}
+    for f in Path(root).glob("*/*"):
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() not in IMAGE_SUFFIXES:
+            counts[f.suffix.lower() or "(none)"] = counts.get(f.suffix.lower() or "(none)", 0) + 1
+    return counts
 
 
 def split(files: list[Path], fraction: float, holdout: bool) -> list[Path]:
@@ -122,8 +146,11 @@ def inspect_edge(edge: str, root: str | Path, holdout_fraction: float, image_siz
     types = {}
     found = list_images(root)
     if not found:
-        raise DataError(f"edge {edge!r}: {root} holds no images; add them as <folder>/<type>/*.png "
-                        "or remove the edge from the job")
+        others = other_files(local_folder(root))
+        seen = f" (found only {', '.join(f'{n} {s}' for s, n in sorted(others.items()))})" if others else ""
+        raise DataError(f"edge {edge!r}: {root} holds no images{seen}; images are read from <folder>/<type>/ with "
+                        f"the extensions {' '.join(IMAGE_SUFFIXES)}: add them as <folder>/<type>/*.png "
+                        "(convert others) or remove the edge from the job")
     for data_type, files in found.items():
         for f in files:
             _open_rgb(f, image_size)
@@ -202,6 +229,9 @@ def materialize_demo(
     (tiny test jobs, waves of arrivals). Existing files are overwritten, so the result is the
     same every time.
     """
+    if per_type is not None and (isinstance(per_type, bool) or per_type < 1):
+        raise DataError(f"per_type is {per_type}; give a whole number of images per type of at least 1 "
+                        "(or leave it out for all of them)")
     split_plan = split_plan or DEMO_SPLIT
     images, labels, names = demo_dataset()
     counts: dict[str, dict[str, int]] = {edge: {} for edge in split_plan}

@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import operator
+import os
+import socket
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
@@ -186,3 +188,46 @@ class StageLog:
     def advance(self, stage: Stage, *states: State, at: float, detail: str = "") -> list[StateChange]:
         """Append several states of one stage in order (e.g. Ready, Starting)."""
         return [self.append(StateChange(stage, s, at + i * 1e-6, detail)) for i, s in enumerate(states)]
+
+
+IN_PROGRESS = (State.WAITING, State.READY, State.STARTING, State.RUNNING)
+
+
+def interrupted_changes(history: list[StateChange], at: float, detail: str = "interrupted") -> list[StateChange]:
+    """The Failed record that closes a run stopped from outside (Ctrl-C, SIGTERM): the first
+    stage that is not Completed, if it is still in progress (the rule `finish` applies)."""
+    current = current_states(history)
+    for stage in Stage:
+        if current[stage] in IN_PROGRESS:
+            return [StateChange(stage, State.FAILED, at, detail)]
+        if current[stage] is not State.COMPLETED:
+            break
+    return []
+
+
+# ---------------------------------------------------------------- who runs a run
+
+DRIVER_ENV = "ENTGAN_DRIVER"  # "<host>:<pid>" of the `entgan run` process, set for its tasks
+DRIVER_TAG = "entgan.driver"
+
+
+def driver_tags() -> dict[str, str]:
+    """The MLflow run tag naming the local `entgan run` process behind a run (none on a cluster)."""
+    value = os.environ.get(DRIVER_ENV)
+    return {DRIVER_TAG: value} if value else {}
+
+
+def driver_gone(tag: str | None, host: str | None = None) -> bool:
+    """True if `tag` ("<host>:<pid>") names a process on this host that no longer exists."""
+    if not tag or ":" not in tag:
+        return False
+    where, _, pid = tag.rpartition(":")
+    if where != (host or socket.gethostname()) or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False

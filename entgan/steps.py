@@ -39,7 +39,7 @@ from entgan.evaluate import (
 )
 from entgan.report import model_description, run_note, version_description
 from entgan.quality import cas_counts, cas_from_counts, gate_decision, precision_recall, train_cas_classifier
-from entgan.lifecycle import Stage, State, StateChange, current_states, evaluate_trigger, parse_clock
+from entgan.lifecycle import Stage, State, StateChange, current_states, driver_tags, evaluate_trigger, parse_clock
 from entgan.redact import redact
 from entgan.strategies import FEATURES, EdgeUpdate
 
@@ -229,7 +229,9 @@ def step_create_job(job: JobSpec, kfp_run_id: str, library, snapshot_path: str |
     }
     note = (f"EntGAN job `{job.name}`, KFP run `{kfp_run_id}`: {job.train.rounds} rounds of `{job.train.strategy}` "
             f"on edges {', '.join(job.edge_names)}.")  # the run's description in the MLflow UI
-    run_id = library.start_run(f"kfp-{kfp_run_id}", params, {"entgan.kfp_run_id": kfp_run_id, "mlflow.note.content": note})
+    tags = {"entgan.kfp_run_id": kfp_run_id, "mlflow.note.content": note}
+    tags.update(driver_tags())  # issue 19: the local `entgan run` process, so `status` can spot a stale run
+    run_id = library.start_run(f"kfp-{kfp_run_id}", params, tags)
     for stage in Stage:
         record(library, run_id, stage, State.WAITING, detail="job created")
     groups, extra = {}, {"evaluator_types": [], "evaluator_version": None}
