@@ -9,6 +9,7 @@ restart and no cache.
 
 from __future__ import annotations
 
+import secrets
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -180,15 +181,26 @@ def generate_from_library(
     n: int,
     out_dir: Path,
     seed: int | None = None,
+    *,
+    location: str | None = None,
 ) -> dict[str, list[Path]]:
     """`n` images per type from each type's current champion; `types=None`: every type with one.
 
     Every champion is looked up before any file is written, so a missing one fails the call
-    (NoChampionError) without leaving half the output. The same `seed` is used for every type.
+    (NoChampionError) without leaving half the output. The same `seed` is used for every type;
+    without one a random seed is drawn, so that every dataset can be drawn again. What was
+    written is recorded in MLflow as a synthetic dataset (`entgan.lineage`) at `location`: where
+    the files end up (e.g. the s3:// URI of a KFP artifact); default: `out_dir` itself.
     """
+    from entgan.lineage import record_synthetic_dataset
+
     if types is None:
         types = types_with_champion(library)
         if not types:
             raise NoChampionError(f"job {library.job!r} has no champion of any type yet; run the job first")
-    generators = {t: champion_generator(library, t, train)[0] for t in types}
-    return {t: generate_images(g, n, out_dir, t, seed=seed) for t, g in generators.items()}
+    champions = {t: champion_generator(library, t, train) for t in types}
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    written = {t: generate_images(g, n, out_dir, t, seed=seed) for t, (g, _) in champions.items()}
+    versions = {t: v for t, (_, v) in champions.items()}
+    record_synthetic_dataset(library, versions, written, seed, location or Path(out_dir).resolve().as_uri())
+    return written

@@ -130,13 +130,17 @@ class TaskLibrary:
                                   tracking_uri=self.tracking_uri)
 
     # ------------------------------------------------------------------ writing
-    def start_run(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> str:
-        experiment = self._call("read experiment", self.client.get_experiment_by_name, self.experiment_name)
+    def start_run(
+        self, run_name: str, params: dict[str, str], tags: dict[str, str], experiment: str | None = None
+    ) -> str:
+        """A new run in the job's experiment (or in `experiment`, e.g. the job's synthetic datasets)."""
+        experiment_name = experiment or self.experiment_name
+        experiment = self._call("read experiment", self.client.get_experiment_by_name, experiment_name)
         if experiment is None:
             experiment_id = self._call(
                 "create experiment",
                 self.client.create_experiment,
-                self.experiment_name,
+                experiment_name,
                 artifact_location=self.artifact_root,
             )
         else:
@@ -162,6 +166,10 @@ class TaskLibrary:
 
     def log_files(self, run_id: str, folder: Path, artifact_path: str) -> None:
         self._call("upload files", self.client.log_artifacts, run_id, str(folder), artifact_path)
+
+    def log_inputs(self, run_id: str, datasets: list, models: list) -> None:
+        """MLflow dataset inputs (`DatasetInput`) and logged-model inputs (`LoggedModelInput`) of a run."""
+        self._call("log inputs", self.client.log_inputs, run_id, datasets=datasets or None, models=models or None)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self._call("end run", self.client.set_terminated, run_id, status)
