@@ -95,8 +95,12 @@ def requirements() -> list[str]:
 
 def save_generator_model(folder: Path, weights: Path, data_type: str, train: dict, mlflow_model=None) -> None:
     """Write the MLflow Model of one generator version into `folder` (which must not exist)."""
+    import warnings
+
     import mlflow.pyfunc
 
+    # The signature is given, so MLflow's hint to add type hints to `predict` does not apply.
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
     mlflow.pyfunc.save_model(
         path=str(folder),
         python_model=str(CODE_FILE),

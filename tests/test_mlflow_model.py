@@ -304,3 +304,29 @@ def test_generate_records_a_synthetic_dataset_traced_to_the_champions(demo, tmp_
     assert s3.digest != given.dataset.digest
     assert all(r.info.run_name.startswith("generate-") for r in runs)
     assert not any(r.data.tags.get("entgan.kind") == "generate" for r in library.recent_runs(20))
+
+
+def test_the_generate_component_outputs_an_image_folder_dataset_traced_in_mlflow(demo, tmp_path, monkeypatch):
+    """The KFP `generate` component run by kfp.local's real subprocess runner: a Dataset artifact
+    in ImageFolder layout, recorded in MLflow at the artifact's URI."""
+    import kfp.local
+
+    from components import build
+
+    job, library, _ = demo
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1]))
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
+                   raise_on_error=True)
+
+    task = build("entgan:test").generate(job=job.model_dump_json(), types=["table"], num_images=3)
+
+    images = task.outputs["images"]
+    assert images.schema_title == "system.Dataset"
+    assert sorted(p.relative_to(images.path).as_posix() for p in Path(images.path).rglob("*.png")) == [
+        f"table/table-{i:06d}.png" for i in range(3)]
+    assert images.metadata["table"] == 3
+    runs = library.client.search_runs(
+        [library.client.get_experiment_by_name("entgan-demo-synthetic").experiment_id],
+        filter_string=f"params.location = '{images.uri}'")
+    assert len(runs) == 1 and runs[0].data.params["generator.table"] == "entgan-demo-table/1"
