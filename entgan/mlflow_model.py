@@ -99,18 +99,18 @@ def save_generator_model(folder: Path, weights: Path, data_type: str, train: dic
 
     import mlflow.pyfunc
 
-    # The signature is given, so MLflow's hint to add type hints to `predict` does not apply.
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
-    mlflow.pyfunc.save_model(
-        path=str(folder),
-        python_model=str(CODE_FILE),
-        artifacts={WEIGHTS: str(weights)},
-        model_config={"data_type": data_type, "train": train},
-        signature=signature(),
-        input_example=INPUT_EXAMPLE,
-        pip_requirements=requirements(),
-        mlflow_model=mlflow_model,
-    )
+    with warnings.catch_warnings():  # the signature is given: MLflow's hint to type `predict` does not apply
+        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+        mlflow.pyfunc.save_model(
+            path=str(folder),
+            python_model=str(CODE_FILE),
+            artifacts={WEIGHTS: str(weights)},
+            model_config={"data_type": data_type, "train": train},
+            signature=signature(),
+            input_example=INPUT_EXAMPLE,
+            pip_requirements=requirements(),
+            mlflow_model=mlflow_model,
+        )
     for cache in Path(folder).rglob("__pycache__"):  # loading the code to check it may leave one
         shutil.rmtree(cache, ignore_errors=True)
 

@@ -241,7 +241,8 @@ class TaskLibrary:
         with tempfile.TemporaryDirectory() as tmp:
             weights = self._call("download weights", self.client.download_artifacts, run_id,
                                  f"{artifact_path}/{MODEL_FILE}", tmp)
-            train = load_bundle(weights, formats=STORED_FORMATS).header.extra.get("train") or {}
+            saved = load_bundle(weights, formats=STORED_FORMATS).header.extra.get("train") or {}
+            train = {k: saved[k] for k in ("latent_dim", "width", "image_size") if k in saved}  # the shape of G
             return self._call("log MLflow model", log_generator_model, self.client, run_id, data_type,
                               Path(weights), train, tags)
 

@@ -294,8 +294,9 @@ def test_generate_records_a_synthetic_dataset_traced_to_the_champions(demo, tmp_
     assert given.dataset.source_type == "local"
     assert {t.key: t.value for t in given.tags} == {"mlflow.data.context": "synthetic"}
     assert profile["num_images"] == {"box": 3, "table": 3} == {t: len(p) for t, p in local.items()}
-    assert profile["generators"]["box"] == {"model": "entgan-demo-box", "version": box.version, "model_id": box.model_id,
-                                            "training_run": box.run_id, "edges": "edge-1", "kfp_run_id": "run-2"}
+    assert profile["generators"]["box"] == {"model": "entgan-demo-box", "version": box.version,
+                                            "model_id": box.model_id, "training_run": box.run_id,
+                                            "edges": "edge-1", "kfp_run_id": "run-2"}
     assert profile["generators"]["table"]["version"] == table.version
     assert sorted(m.model_id for m in run.inputs.model_inputs) == sorted([box.model_id, table.model_id])
     assert run.data.params["generator.box"] == f"entgan-demo-box/{box.version}"
