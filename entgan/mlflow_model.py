@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 CODE_FILE = Path(__file__).with_name("mlflow_model_code.py")
@@ -49,9 +50,8 @@ class GeneratorModel(PythonModel):
         fallback = TrainSpec.model_validate(config.get("train", {}))
         self.generator = generator_from_bundle(bundle, self.data_type, fallback, where=f"model {self.data_type}")
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """One row per image: `request` (the input row it answers), `index`, `png` (file bytes)."""
         from entgan.generate import pngs, sample_batches
 
         rows = []
@@ -66,8 +66,6 @@ class GeneratorModel(PythonModel):
 
 def _requests(model_input) -> list[tuple[int, int | None]]:
     """(n, seed) per request row; a clear error for a bad count or seed."""
-    import pandas as pd
-
     frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
     if "n" not in frame.columns:
         raise ValueError(f"request has no 'n' column (it has {list(frame.columns)}); send e.g. {INPUT_EXAMPLE}")
@@ -95,22 +93,18 @@ def requirements() -> list[str]:
 
 def save_generator_model(folder: Path, weights: Path, data_type: str, train: dict, mlflow_model=None) -> None:
     """Write the MLflow Model of one generator version into `folder` (which must not exist)."""
-    import warnings
-
     import mlflow.pyfunc
 
-    with warnings.catch_warnings():  # the signature is given: MLflow's hint to type `predict` does not apply
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
-        mlflow.pyfunc.save_model(
-            path=str(folder),
-            python_model=str(CODE_FILE),
-            artifacts={WEIGHTS: str(weights)},
-            model_config={"data_type": data_type, "train": train},
-            signature=signature(),
-            input_example=INPUT_EXAMPLE,
-            pip_requirements=requirements(),
-            mlflow_model=mlflow_model,
-        )
+    mlflow.pyfunc.save_model(
+        path=str(folder),
+        python_model=str(CODE_FILE),
+        artifacts={WEIGHTS: str(weights)},
+        model_config={"data_type": data_type, "train": train},
+        signature=signature(),
+        input_example=INPUT_EXAMPLE,
+        pip_requirements=requirements(),
+        mlflow_model=mlflow_model,
+    )
     for cache in Path(folder).rglob("__pycache__"):  # loading the code to check it may leave one
         shutil.rmtree(cache, ignore_errors=True)
 
