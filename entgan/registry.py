@@ -184,6 +184,9 @@ class TaskLibrary:
     ) -> Version:
         """A new version of the type's model from files already logged to `run_id`.
 
+        A generator's version is an MLflow Model (`mlflow_model.log_generator_model`); the
+        evaluator's, and one whose weights are not in the run, point at the run's files (the
+        latter can never become champion: `set_champion` verifies the weights).
         Idempotent: if `run_id` already registered `artifact_path` (a retried deploy), that
         version is returned and no duplicate is created."""
         name = self.model_name(data_type)
@@ -201,9 +204,9 @@ class TaskLibrary:
                 description=f"EntGAN generator for data type '{data_type}' of job '{self.job}'.",
             )
         tags = {**tags, "entgan.artifact_path": artifact_path}
-        model_id = None
-        if data_type != EVALUATOR:  # a generator: an MLflow Model that `mlflow models serve` can serve
-            model_id = self._log_generator_model(data_type, run_id, artifact_path, tags).model_id
+        logged = self._log_generator_model(data_type, run_id, artifact_path, tags) if data_type != EVALUATOR else None
+        model_id = logged.model_id if logged else None
+        if model_id:  # a generator: an MLflow Model that `mlflow models serve` can serve
             source = f"models:/{model_id}"  # how MLflow 3 links a version to its logged model
         else:
             run = self._call("read run", self.client.get_run, run_id)
@@ -235,12 +238,15 @@ class TaskLibrary:
 
     def _log_generator_model(self, data_type: str, run_id: str, artifact_path: str, tags: dict[str, str]):
         """The run's `<artifact_path>/model.safetensors` logged again as an MLflow Model (its
-        `weights` artifact); returns the `LoggedModel`."""
+        `weights` artifact); returns the `LoggedModel`, or None if the run has no such file."""
         from entgan.mlflow_model import log_generator_model
 
         with tempfile.TemporaryDirectory() as tmp:
-            weights = self._call("download weights", self.client.download_artifacts, run_id,
-                                 f"{artifact_path}/{MODEL_FILE}", tmp)
+            try:
+                weights = self._call("download weights", self.client.download_artifacts, run_id,
+                                     f"{artifact_path}/{MODEL_FILE}", tmp)
+            except LookupError:  # no weights: nothing to serve
+                return None
             saved = load_bundle(weights, formats=STORED_FORMATS).header.extra.get("train") or {}
             train = {k: saved[k] for k in ("latent_dim", "width", "image_size") if k in saved}  # the shape of G
             return self._call("log MLflow model", log_generator_model, self.client, run_id, data_type,
