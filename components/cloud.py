@@ -5,7 +5,7 @@ Thin adapters over `entgan.steps`; imports live inside the bodies (KFP ships eac
 
 from typing import List
 
-from kfp.dsl import HTML, Artifact, Input, Metrics, Output, PipelineTaskFinalStatus
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output, PipelineTaskFinalStatus
 
 
 def create_job(job: str, kfp_run_id: str, snapshot: Output[Artifact]) -> List[dict]:
@@ -153,9 +153,10 @@ def finish(job: str, kfp_run_id: str, status: PipelineTaskFinalStatus):
     step_finish(spec, kfp_run_id, status.state, status.error_message or "", library_for(spec))
 
 
-def generate(job: str, types: List[str], num_images: int, images: Output[Artifact]):
-    """Deploy side: `num_images` per type from each type's current champion into an artifact
-    (ImageFolder layout); an empty `types` means every type with a champion."""
+def generate(job: str, types: List[str], num_images: int, images: Output[Dataset]):
+    """Deploy side: `num_images` per type from each type's current champion into a dataset
+    (ImageFolder layout), recorded in MLflow with its lineage at the artifact's URI; an empty
+    `types` means every type with a champion."""
     from pathlib import Path
 
     from entgan.config import JobSpec
@@ -163,5 +164,6 @@ def generate(job: str, types: List[str], num_images: int, images: Output[Artifac
     from entgan.registry import library_for
 
     spec = JobSpec.model_validate_json(job)
-    written = generate_from_library(library_for(spec), spec.train, list(types) or None, int(num_images), Path(images.path))
+    written = generate_from_library(library_for(spec), spec.train, list(types) or None, int(num_images),
+                                    Path(images.path), location=images.uri)
     images.metadata.update({t: len(files) for t, files in written.items()})

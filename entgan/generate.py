@@ -9,6 +9,7 @@ restart and no cache.
 
 from __future__ import annotations
 
+import secrets
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -73,26 +74,36 @@ def generate_images(
         raise ValueError(
             f"generate_images: need n >= 0, batch_size >= 1, start_index >= 0; got {n}, {batch_size}, {start_index}"
         )
-    rng = torch.Generator().manual_seed(seed) if seed is not None else None
     folder = Path(out_dir) / data_type
     folder.mkdir(parents=True, exist_ok=True)
     paths = [image_path(out_dir, data_type, start_index + i) for i in range(n)]
     # A writer thread saves one batch's PNGs while the next batch is sampled (torch releases the
     # GIL while it computes): the files cost little more than the forward passes (benchmark 5).
     with ThreadPoolExecutor(max_workers=1) as writer:
-        pending = None
-        for start in range(0, n, batch_size):
-            pixels = to_uint8(generator.sample(min(batch_size, n - start), generator=rng))
+        pending, start = None, 0
+        for pixels in sample_batches(generator, n, seed=seed, batch_size=batch_size):
             if pending is not None:
                 pending.result()
             pending = writer.submit(_write_pngs, pixels, paths[start : start + len(pixels)])
+            start += len(pixels)
         if pending is not None:
             pending.result()
     return paths
 
 
+def sample_batches(generator: Generator, n: int, *, seed: int | None = None, batch_size: int = 256):
+    """`n` samples of `generator` as uint8 RGB batches (N, H, W, 3), `batch_size` at a time.
+
+    The one sampling path of EntGAN's deploy side: `generate_images` (files) and the registered
+    MLflow Model's `predict` (entgan.mlflow_model) both draw through it, so the same generator,
+    seed and batch size give the same pixels either way."""
+    rng = torch.Generator().manual_seed(seed) if seed is not None else None
+    for start in range(0, n, batch_size):
+        yield to_uint8(generator.sample(min(batch_size, n - start), generator=rng))
+
+
 def _write_pngs(pixels: np.ndarray, paths: list[Path]) -> None:
-    for data, path in zip(_pngs(pixels), paths):
+    for data, path in zip(pngs(pixels), paths):
         path.write_bytes(data)
 
 
@@ -100,7 +111,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _pngs(pixels: np.ndarray):
+def pngs(pixels: np.ndarray):
     """PNG files of a batch of uint8 RGB images (N, H, W, 3): 8-bit RGB, no row filter."""
     count, height, width, _ = pixels.shape
     rows = np.zeros((count, height, width * 3 + 1), dtype=np.uint8)  # each row: filter type 0, then RGB
@@ -117,7 +128,7 @@ def png_bytes(tile: np.ndarray) -> bytes:
     For 32x32 tiles this takes a small part of the CPU time of PIL's `Image.save` (whose
     per-file plugin machinery costs more than the generator's forward pass; benchmark 5).
     Any PNG reader opens it (the tests read it back with PIL)."""
-    return next(_pngs(tile[None]))
+    return next(pngs(tile[None]))
 
 
 def champion_generator(library: TaskLibrary, data_type: str, train: TrainSpec) -> tuple[Generator, Version]:
@@ -170,15 +181,26 @@ def generate_from_library(
     n: int,
     out_dir: Path,
     seed: int | None = None,
+    *,
+    location: str | None = None,
 ) -> dict[str, list[Path]]:
     """`n` images per type from each type's current champion; `types=None`: every type with one.
 
     Every champion is looked up before any file is written, so a missing one fails the call
-    (NoChampionError) without leaving half the output. The same `seed` is used for every type.
+    (NoChampionError) without leaving half the output. The same `seed` is used for every type;
+    without one a random seed is drawn, so that every dataset can be drawn again. What was
+    written is recorded in MLflow as a synthetic dataset (`entgan.lineage`) at `location`: where
+    the files end up (e.g. the s3:// URI of a KFP artifact); default: `out_dir` itself.
     """
+    from entgan.lineage import record_synthetic_dataset
+
     if types is None:
         types = types_with_champion(library)
         if not types:
             raise NoChampionError(f"job {library.job!r} has no champion of any type yet; run the job first")
-    generators = {t: champion_generator(library, t, train)[0] for t in types}
-    return {t: generate_images(g, n, out_dir, t, seed=seed) for t, g in generators.items()}
+    champions = {t: champion_generator(library, t, train) for t in types}
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    written = {t: generate_images(g, n, out_dir, t, seed=seed) for t, (g, _) in champions.items()}
+    versions = {t: v for t, (_, v) in champions.items()}
+    record_synthetic_dataset(library, versions, written, seed, location or Path(out_dir).resolve().as_uri())
+    return written

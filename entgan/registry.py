@@ -34,6 +34,7 @@ class Version:
     run_id: str
     source: str
     tags: dict[str, str]
+    model_id: str | None = None  # the MLflow 3 logged model behind the version, if it is one
 
 
 def _mlflow_client(tracking_uri: str):
@@ -92,7 +93,7 @@ class TaskLibrary:
             mv = self._call("read alias", self.client.get_model_version_by_alias, name, alias)
         except LookupError:
             return None
-        return Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags))
+        return _version(mv)
 
     def versions(self, data_type: str) -> list[Version]:
         try:
@@ -101,29 +102,45 @@ class TaskLibrary:
             )
         except LookupError:
             return []
-        out = [Version(v.name, str(v.version), v.run_id, v.source, dict(v.tags)) for v in found]
+        out = [_version(v) for v in found]
         return sorted(out, key=lambda v: int(v.version))
 
     def load(self, version: Version) -> Bundle:
-        """Download and verify a version's weight bundle."""
+        """Download and verify a version's weight bundle: the `weights` artifact of its MLflow
+        Model, or, for versions registered before they were MLflow Models, the run's file."""
         with tempfile.TemporaryDirectory() as tmp:
-            local = self._call(
-                "download weights",
-                self.client.download_artifacts,
-                version.run_id,
-                f"{_artifact_path(version)}/{MODEL_FILE}",
-                tmp,
-            )
+            if version.model_id:
+                local = self._call("download weights", self._download_model_file, version.model_id, MODEL_FILE, tmp)
+            else:
+                local = self._call(
+                    "download weights",
+                    self.client.download_artifacts,
+                    version.run_id,
+                    f"{_artifact_path(version)}/{MODEL_FILE}",
+                    tmp,
+                )
             return load_bundle(local, formats=STORED_FORMATS)  # champions of earlier versions too
 
+    def _download_model_file(self, model_id: str, name: str, dst: str) -> str:
+        """A file of a logged model's `artifacts/` folder (where pyfunc keeps its artifacts)."""
+        from mlflow.artifacts import download_artifacts
+
+        location = self.client.get_logged_model(model_id).artifact_location
+        return download_artifacts(artifact_uri=f"{location}/artifacts/{name}", dst_path=dst,
+                                  tracking_uri=self.tracking_uri)
+
     # ------------------------------------------------------------------ writing
-    def start_run(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> str:
-        experiment = self._call("read experiment", self.client.get_experiment_by_name, self.experiment_name)
+    def start_run(
+        self, run_name: str, params: dict[str, str], tags: dict[str, str], experiment: str | None = None
+    ) -> str:
+        """A new run in the job's experiment (or in `experiment`, e.g. the job's synthetic datasets)."""
+        experiment_name = experiment or self.experiment_name
+        experiment = self._call("read experiment", self.client.get_experiment_by_name, experiment_name)
         if experiment is None:
             experiment_id = self._call(
                 "create experiment",
                 self.client.create_experiment,
-                self.experiment_name,
+                experiment_name,
                 artifact_location=self.artifact_root,
             )
         else:
@@ -150,6 +167,10 @@ class TaskLibrary:
     def log_files(self, run_id: str, folder: Path, artifact_path: str) -> None:
         self._call("upload files", self.client.log_artifacts, run_id, str(folder), artifact_path)
 
+    def log_inputs(self, run_id: str, datasets: list, models: list) -> None:
+        """MLflow dataset inputs (`DatasetInput`) and logged-model inputs (`LoggedModelInput`) of a run."""
+        self._call("log inputs", self.client.log_inputs, run_id, datasets=datasets or None, models=models or None)
+
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self._call("end run", self.client.set_terminated, run_id, status)
 
@@ -163,6 +184,9 @@ class TaskLibrary:
     ) -> Version:
         """A new version of the type's model from files already logged to `run_id`.
 
+        A generator's version is an MLflow Model (`mlflow_model.log_generator_model`); the
+        evaluator's, and one whose weights are not in the run, point at the run's files (the
+        latter can never become champion: `set_champion` verifies the weights).
         Idempotent: if `run_id` already registered `artifact_path` (a retried deploy), that
         version is returned and no duplicate is created."""
         name = self.model_name(data_type)
@@ -179,19 +203,54 @@ class TaskLibrary:
                 tags={"entgan.job": self.job, "entgan.data_type": data_type},
                 description=f"EntGAN generator for data type '{data_type}' of job '{self.job}'.",
             )
-        run = self._call("read run", self.client.get_run, run_id)
-        source = f"{run.info.artifact_uri}/{artifact_path}"
         tags = {**tags, "entgan.artifact_path": artifact_path}
-        mv = self._call(
-            "create version",
-            self.client.create_model_version,
-            name,
-            source,
-            run_id=run_id,
-            tags=tags,
-            description=description,
-        )
-        return Version(mv.name, str(mv.version), run_id, source, tags)
+        logged = self._log_generator_model(data_type, run_id, artifact_path, tags) if data_type != EVALUATOR else None
+        model_id = logged.model_id if logged else None
+        if model_id:  # a generator: an MLflow Model that `mlflow models serve` can serve
+            source = f"models:/{model_id}"  # how MLflow 3 links a version to its logged model
+        else:
+            run = self._call("read run", self.client.get_run, run_id)
+            source = f"{run.info.artifact_uri}/{artifact_path}"
+        with self._embedded_store_uri():
+            mv = self._call(
+                "create version",
+                self.client.create_model_version,
+                name,
+                source,
+                run_id=run_id,
+                tags=tags,
+                description=description,
+                model_id=model_id,
+            )
+        return Version(mv.name, str(mv.version), run_id, source, tags, model_id)
+
+    def _embedded_store_uri(self):
+        """An embedded (SQLite) registry resolves a `models:/<id>` source through MLflow's
+        process-wide tracking URI, not the client's (a TODO in MLflow's SqlAlchemyStore): point
+        it at this library while the version is created. A server resolves it on its own side."""
+        from contextlib import nullcontext
+
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return nullcontext()
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        return _use_tracking_uri(self.tracking_uri)
+
+    def _log_generator_model(self, data_type: str, run_id: str, artifact_path: str, tags: dict[str, str]):
+        """The run's `<artifact_path>/model.safetensors` logged again as an MLflow Model (its
+        `weights` artifact); returns the `LoggedModel`, or None if the run has no such file."""
+        from entgan.mlflow_model import log_generator_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                weights = self._call("download weights", self.client.download_artifacts, run_id,
+                                     f"{artifact_path}/{MODEL_FILE}", tmp)
+            except LookupError:  # no weights: nothing to serve
+                return None
+            saved = load_bundle(weights, formats=STORED_FORMATS).header.extra.get("train") or {}
+            train = {k: saved[k] for k in ("latent_dim", "width", "image_size") if k in saved}  # the shape of G
+            return self._call("log MLflow model", log_generator_model, self.client, run_id, data_type,
+                              Path(weights), train, tags)
 
     def latest_version(self, data_type: str) -> Version | None:
         """The newest version of a type, promoted or not (the last trained one)."""
@@ -272,7 +331,7 @@ class TaskLibrary:
         if str(mv.status) != "READY":
             raise RegistryError(f"{name} v{version} is {mv.status}, not READY; champion not moved, re-run deploy")
         try:
-            self.load(Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags)))
+            self.load(_version(mv))
         except (LookupError, BundleError) as err:
             raise RegistryError(f"{name} v{version}: its weights are missing or damaged ({err}); "
                                 "champion not moved, re-run deploy") from None
@@ -349,6 +408,18 @@ def library_for(job) -> TaskLibrary:
     if job.tracking_uri.startswith("sqlite:"):
         artifact_root = (Path(job.state_dir).resolve() / "mlartifacts").as_uri()
     return TaskLibrary(job.tracking_uri, job.name, artifact_root)
+
+
+def _version(mv) -> Version:
+    """A registry ModelVersion as a Version; `model_id` is None for versions registered before
+    EntGAN logged MLflow Models (they point at run artifacts)."""
+    return Version(mv.name, str(mv.version), mv.run_id, mv.source, dict(mv.tags), mlflow_model_id(mv.source))
+
+
+def mlflow_model_id(source: str) -> str | None:
+    """The logged model id of a version registered as an MLflow Model (source `models:/m-<id>`),
+    else None: versions registered before EntGAN logged MLflow Models point at run artifacts."""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
 
 
 def _artifact_path(version: Version) -> str:

@@ -72,6 +72,9 @@ def test_task_library_registers_through_the_server_into_the_bucket(servers, no_s
     assert champion is not None and champion.version == version.version == "1"
     assert torch.equal(loaded.tensors["box/G/w"], weights["box/G/w"])
     assert any(name.endswith(f"{run_id}/artifacts/tasks/box/model.safetensors") for name in _objects(s3, "mlflow/"))
+    # ... and the version is an MLflow Model (a logged model) whose files are in the bucket too
+    assert champion.source == f"models:/{champion.model_id}"
+    assert any(name.endswith(f"models/{champion.model_id}/artifacts/MLmodel") for name in _objects(s3, "mlflow/"))
 
 
 def test_server_answers_only_its_allowed_host_names(servers):
