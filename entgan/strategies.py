@@ -59,8 +59,13 @@ def new_discriminator(train: TrainSpec) -> Discriminator:
     return Discriminator(train.width, train.image_size, spectral_norm=train.spectral_norm)
 
 
-def training_device(train: TrainSpec) -> str:
-    """The torch device this process trains on: train.device, 'auto' being CUDA when one is visible."""
+def training_device(train: TrainSpec, *, strict: bool = True) -> str:
+    """The torch device this process trains on: train.device, 'auto' being CUDA when one is visible.
+
+    `train.device: cuda` on a process without a GPU is an error at the edges (`strict`); the
+    cloud's few G steps fall back to the CPU (its aggregation task asks for no GPU)."""
+    if train.device == "cuda" and not torch.cuda.is_available() and not strict:
+        return "cpu"
     if train.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but this process sees no GPU; request one for the "
                            "task (edges[].gpus) or set train.device: auto")
@@ -69,22 +74,22 @@ def training_device(train: TrainSpec) -> str:
     return train.device
 
 
-def describe_device(train: TrainSpec) -> str:
+def describe_device(train: TrainSpec, *, strict: bool = True) -> str:
     """One line for the task log: which device trains, and with which precision."""
-    device = training_device(train)
+    device = training_device(train, strict=strict)
     name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
     amp = train.amp if device == "cuda" and train.amp != "off" else "float32"
     return f"training on {device} ({name}, {amp})"
 
 
-def recipe_of(train: TrainSpec) -> Recipe:
-    """The GAN steps' options from the job's train section."""
+def recipe_of(train: TrainSpec, *, strict: bool = True) -> Recipe:
+    """The GAN steps' options from the job's train section (`strict`: see `training_device`)."""
     return Recipe(
         augment=tuple(p for p in train.augment.split(",") if p),
         loss=train.loss,
         r1_gamma=train.r1_gamma,
         ema_decay=train.ema_decay,
-        device=training_device(train),
+        device=training_device(train, strict=strict),
         amp=train.amp,
     )
 
@@ -260,7 +265,9 @@ class CloudRound:
     def __init__(self, global_state: dict[str, StateDict], train: TrainSpec, *, round_: int) -> None:
         self.global_state, self.train, self.round_ = global_state, train, round_
         self.streaming = train.aggregation == "fedavg" and not isinstance(train.clip_norm, str)
-        self.recipe = recipe_of(train) if train.strategy == "entgan" else None
+        self.recipe = recipe_of(train, strict=False) if train.strategy == "entgan" else None
+        if self.recipe is not None:
+            log.info("cloud: global G steps %s", describe_device(train, strict=False))
         self.contributing = 0
         self._sums: dict[str, FedAvgSum] = {}
         self._kept: dict[str, list[tuple[StateDict, int]]] = {}
