@@ -161,7 +161,11 @@ def train_local(
     precision = _Precision(recipe)
     scaler_d, scaler_g = precision.scaler(), precision.scaler()
     ema = _ema(generator, recipe.ema_decay, ema_start)
-    view = lambda x: diff_augment(x, recipe.augment, rng)  # noqa: E731 - what D sees
+
+    def view(x: torch.Tensor) -> torch.Tensor:
+        """What D sees of a batch: the batch with the recipe's DiffAugment (identity when off)."""
+        return diff_augment(x, recipe.augment, rng)
+
     generator.train()
     discriminator.train()
     d_loss = g_loss = torch.zeros(())
@@ -172,7 +176,7 @@ def train_local(
         with precision.autocast():
             fake = generator(z)
 
-        # (1) Update D: maximize log(D(x)) + log(1 - D(G(z))), plus the proximal term
+        # (1) Update D: maximize log(D(x)) + log(1 - D(G(z))) (or the hinge), + R1, + the proximal term
         opt_d.zero_grad()
         with precision.autocast():
             real_seen = view(real)
@@ -185,7 +189,7 @@ def train_local(
             d_loss = d_loss + mu * proximal_term(discriminator, anchor)
         _step(d_loss, opt_d, scaler_d)
 
-        # (2) Update G: maximize log(D(G(z))) (the non-saturating loss)
+        # (2) Update G: maximize log(D(G(z))) (the non-saturating loss) or D(G(z)) (hinge)
         opt_g.zero_grad()
         with precision.autocast():
             fake_logits = discriminator(view(fake))
