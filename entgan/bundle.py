@@ -60,10 +60,15 @@ class Bundle:
 
 
 def pack(groups: dict[str, StateDict]) -> dict[str, torch.Tensor]:
-    """{"box/G": state_dict, ...} -> {"box/G/<param>": tensor, ...} (contiguous CPU copies)."""
+    """{"box/G": state_dict, ...} -> {"box/G/<param>": tensor, ...} (contiguous CPU copies).
+
+    Half-precision tensors (from a GPU that trained in bf16/fp16) become float32: weights travel
+    as float32 whatever the device; float64 statistics and integer counters keep their dtype."""
     flat = {}
     for group, state in groups.items():
         for key, tensor in state.items():
+            if tensor.dtype in (torch.float16, torch.bfloat16):
+                tensor = tensor.float()
             flat[f"{group}/{key}"] = tensor.detach().to("cpu").contiguous().clone()
     return flat
 

@@ -22,6 +22,7 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 NAME_HINT = "use 1-40 lowercase letters, digits and '-', starting and ending with a letter or digit"
 EDGE_LABEL = "entgan.io/edge"  # node label that pins an edge's tasks to its node
 DEFAULT_IMAGE = "ghcr.io/entgan/entgan:0.1.0"
+AUGMENTATIONS = ("color", "translation", "cutout")  # train.augment; see entgan.augment
 
 
 class JobError(ValueError):
@@ -151,7 +152,10 @@ class TrainSpec(_Strict):
     mu: float = Field(default=0.01, ge=0, description="proximal weight toward the library's D")
     latent_dim: int = Field(default=64, ge=2, le=1024)
     width: int = Field(default=32, ge=4, le=512, description="base channel count of G and D")
-    image_size: Literal[8, 16, 32, 64] = 32
+    image_size: int = Field(
+        default=32, description="side of the square images in pixels: a power of two from 8 to 512 "
+        "(G and D gain one block per doubling; see docs/training-recipe.md)",
+    )
     min_edges: int = Field(default=1, ge=1, description="fewest edge updates a round needs")
     min_images_per_type: int = Field(default=8, ge=1, description="fewer images: type is skipped")
     seed: int = 0
@@ -167,6 +171,55 @@ class TrainSpec(_Strict):
     trim_fraction: float = Field(
         default=0.25, ge=0, lt=0.5, description="trimmed_mean: share of values cut at each end, per weight"
     )
+
+    # The data-efficient recipe (docs/training-recipe.md); all off by default.
+    augment: str = Field(
+        default="",
+        description="DiffAugment of everything D sees, real and fake, in D and G steps: a comma list of "
+        "color, translation, cutout (e.g. 'color,translation,cutout'); empty: off",
+    )
+    loss: Literal["bce", "hinge"] = Field(
+        default="bce", description="GAN loss: bce (non-saturating) or hinge (pair it with spectral_norm)"
+    )
+    spectral_norm: bool = Field(
+        default=False, description="spectral normalisation of D's convolutions (and no batch norm in D)"
+    )
+    r1_gamma: float = Field(default=0.0, ge=0, le=1000, description="R1 penalty weight on real images; 0: off")
+    ema_decay: float | None = Field(
+        default=None, description="per-step EMA of G's weights (e.g. 0.99); the EMA G is what is evaluated "
+        "and deployed; null: off",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="where edges and cloud train: auto uses a GPU when the pod has one"
+    )
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        default="off", description="mixed precision on a GPU (bf16 autocast, or fp16 with a grad scaler); "
+        "ignored on CPU",
+    )
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, v: int) -> int:
+        if v < 8 or v > 512 or v & (v - 1):
+            raise ValueError(f"image_size is {v}; use a power of two from 8 to 512, e.g. 32, 64, 128 or 256")
+        return v
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v: str) -> str:
+        names = [p.strip() for p in v.split(",") if p.strip()]
+        unknown = [p for p in names if p not in AUGMENTATIONS]
+        if unknown:
+            raise ValueError(f"unknown augmentation {unknown}; write a comma list of {', '.join(AUGMENTATIONS)} "
+                             "(e.g. 'color,translation,cutout') or '' for none")
+        return ",".join(names)
+
+    @field_validator("ema_decay")
+    @classmethod
+    def _ema_decay(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v < 1:
+            raise ValueError(f"ema_decay is {v}; use a number between 0 and 1 such as 0.99, or null (off)")
+        return v
 
     @field_validator("clip_norm")
     @classmethod

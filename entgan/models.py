@@ -10,19 +10,38 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 CHANNELS = 3  # RGB
 
 
+MAX_IMAGE_SIZE = 512
+WIDTH_CAP = 8  # no layer is wider than WIDTH_CAP * width channels
+
+
 def _num_blocks(image_size: int) -> int:
-    blocks = int(math.log2(image_size)) - 2  # 4x4 -> image_size by doubling
-    if image_size < 8 or 2 ** (blocks + 2) != image_size:
-        raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
+    blocks = int(math.log2(image_size)) - 2 if image_size > 0 else 0  # 4x4 -> image_size by doubling
+    if image_size < 8 or image_size > MAX_IMAGE_SIZE or 2 ** (blocks + 2) != image_size:
+        raise ValueError(f"image_size must be a power of two from 8 to {MAX_IMAGE_SIZE}, got {image_size}")
     return blocks
 
 
+def channels_at(resolution: int, image_size: int, width: int) -> int:
+    """Channels of G's and D's feature maps at `resolution` (4 .. image_size/2).
+
+    The DCGAN rule: `width` channels at half the image size, doubling each time the resolution
+    halves, capped at WIDTH_CAP * width. Up to 64x64 the cap is never reached (the original
+    DCGAN widths); at 128 and 256 the coarse layers stay at 8 * width instead of 16-32 * width,
+    so depth grows by one block per doubling while parameters grow slowly.
+    """
+    return width * min(WIDTH_CAP, image_size // 2 // resolution)
+
+
 def weights_init(module: nn.Module) -> None:
-    """DCGAN initialisation: conv weights ~ N(0, 0.02), batch-norm scale ~ N(1, 0.02)."""
+    """DCGAN initialisation: conv weights ~ N(0, 0.02), batch-norm scale ~ N(1, 0.02).
+    Spectrally normalised convs are initialised before they are wrapped (`_sn_conv`)."""
+    if parametrize.is_parametrized(module):
+        return
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
     elif isinstance(module, nn.BatchNorm2d):
@@ -31,27 +50,33 @@ def weights_init(module: nn.Module) -> None:
 
 
 class Generator(nn.Module):
-    """z (N, latent_dim) -> image (N, 3, S, S) in [-1, 1]."""
+    """z (N, latent_dim) -> image (N, 3, S, S) in [-1, 1].
+
+    One transposed-conv block per doubling from 4x4 to S/2, then the RGB layer; channel counts
+    from `channels_at` (e.g. S=128, width=16: 128@4, 128@8, 64@16, 32@32, 16@64, then 3@128).
+    """
 
     def __init__(self, latent_dim: int = 64, width: int = 32, image_size: int = 32) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        blocks = _num_blocks(image_size)
-        channels = width * 2 ** (blocks - 1)
+        _num_blocks(image_size)
+        channels = channels_at(4, image_size, width)
         layers: list[nn.Module] = [
-            # z as (latent_dim) x 1 x 1 -> state size. (width * 2^(blocks-1)) x 4 x 4
+            # z as (latent_dim) x 1 x 1 -> state size. channels_at(4) x 4 x 4
             nn.ConvTranspose2d(latent_dim, channels, 4, 1, 0, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(True),
         ]
-        for _ in range(blocks - 1):
-            # state size. channels x s x s -> (channels / 2) x 2s x 2s
+        resolution = 4
+        while resolution < image_size // 2:
+            # state size. channels x r x r -> channels_at(2r) x 2r x 2r
+            out = channels_at(resolution * 2, image_size, width)
             layers += [
-                nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(channels // 2),
+                nn.ConvTranspose2d(channels, out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(out),
                 nn.ReLU(True),
             ]
-            channels //= 2
+            channels, resolution = out, resolution * 2
         # state size. width x S/2 x S/2 -> 3 x S x S
         layers += [nn.ConvTranspose2d(channels, CHANNELS, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
@@ -61,43 +86,62 @@ class Generator(nn.Module):
         return self.main(z.view(z.shape[0], self.latent_dim, 1, 1))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images from fresh noise, without gradients, in eval mode (running BN statistics)."""
+        """n images from fresh noise, without gradients, in eval mode (running BN statistics).
+        The noise is drawn on the CPU; the images come back on the CPU whatever G's device."""
         was_training = self.training
         self.eval()
+        device = next(self.parameters()).device
         with torch.no_grad():
             z = torch.randn(n, self.latent_dim, generator=generator)
-            images = self(z)
+            images = self(z.to(device)).float().cpu()
         self.train(was_training)
         return images
 
 
 class Discriminator(nn.Module):
-    """image (N, 3, S, S) -> logit (N,): high for real, low for fake."""
+    """image (N, 3, S, S) -> logit (N,): high for real, low for fake.
 
-    def __init__(self, width: int = 32, image_size: int = 32) -> None:
+    The mirror of the generator: one strided conv per halving from S to 4x4, channel counts from
+    `channels_at`. With `spectral_norm`, every conv's weight is divided by its largest singular
+    value (`torch.nn.utils.parametrizations.spectral_norm`) and batch norm is left out (SN-GAN);
+    the state dict then holds `<conv>.parametrizations.weight.original` and the power
+    iteration's `_u`/`_v` vectors in place of `<conv>.weight`.
+    """
+
+    def __init__(self, width: int = 32, image_size: int = 32, spectral_norm: bool = False) -> None:
         super().__init__()
-        blocks = _num_blocks(image_size)
-        channels = width
+        _num_blocks(image_size)
+        conv = _sn_conv if spectral_norm else nn.Conv2d
+        channels = channels_at(image_size // 2, image_size, width)
         layers: list[nn.Module] = [
             # 3 x S x S -> state size. width x S/2 x S/2 (no batch norm on the input layer)
-            nn.Conv2d(CHANNELS, channels, 4, 2, 1, bias=False),
+            conv(CHANNELS, channels, 4, 2, 1, bias=False),
             nn.LeakyReLU(0.2, inplace=True),
         ]
-        for _ in range(blocks - 1):
-            # state size. channels x s x s -> (2 channels) x s/2 x s/2
+        resolution = image_size // 2
+        while resolution > 4:
+            # state size. channels x r x r -> channels_at(r/2) x r/2 x r/2
+            out = channels_at(resolution // 2, image_size, width)
             layers += [
-                nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(channels * 2),
+                conv(channels, out, 4, 2, 1, bias=False),
+                nn.Identity() if spectral_norm else nn.BatchNorm2d(out),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
-            channels *= 2
+            channels, resolution = out, resolution // 2
         # state size. channels x 4 x 4 -> 1 x 1 x 1
-        layers += [nn.Conv2d(channels, 1, 4, 1, 0, bias=False)]
+        layers += [conv(channels, 1, 4, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
         self.apply(weights_init)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.main(images).view(-1)
+
+
+def _sn_conv(*args: int, bias: bool) -> nn.Module:
+    """A Conv2d with DCGAN initialisation, wrapped in spectral normalisation."""
+    layer = nn.Conv2d(*args, bias=bias)
+    nn.init.normal_(layer.weight, 0.0, 0.02)
+    return nn.utils.parametrizations.spectral_norm(layer)
 
 
 class FeatureNet(nn.Module):

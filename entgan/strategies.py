@@ -19,6 +19,7 @@ Policy (who trains what, how many must answer) is separate from arithmetic (`ent
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,9 +29,11 @@ import torch
 from entgan.aggregate import AggregationError, FedAvgSum, StateDict, aggregate, clip_updates
 from entgan.config import EvalSpec, TrainSpec
 from entgan.models import Discriminator, FeatureNet, Generator
-from entgan.train import train_features, train_generator, train_local
+from entgan.train import Recipe, train_features, train_generator, train_local
 
 FEATURES = "features"
+EMA = "G_ema"  # group `<type>/G_ema`: the per-step EMA of G, present when train.ema_decay is set
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,7 +56,42 @@ def new_generator(train: TrainSpec) -> Generator:
 
 
 def new_discriminator(train: TrainSpec) -> Discriminator:
-    return Discriminator(train.width, train.image_size)
+    return Discriminator(train.width, train.image_size, spectral_norm=train.spectral_norm)
+
+
+def training_device(train: TrainSpec, *, strict: bool = True) -> str:
+    """The torch device this process trains on: train.device, 'auto' being CUDA when one is visible.
+
+    `train.device: cuda` on a process without a GPU is an error at the edges (`strict`); the
+    cloud's few G steps fall back to the CPU (its aggregation task asks for no GPU)."""
+    if train.device == "cuda" and not torch.cuda.is_available() and not strict:
+        return "cpu"
+    if train.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but this process sees no GPU; request one for the "
+                           "task (edges[].gpus) or set train.device: auto")
+    if train.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return train.device
+
+
+def describe_device(train: TrainSpec, *, strict: bool = True) -> str:
+    """One line for the task log: which device trains, and with which precision."""
+    device = training_device(train, strict=strict)
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
+    amp = train.amp if device == "cuda" and train.amp != "off" else "float32"
+    return f"training on {device} ({name}, {amp})"
+
+
+def recipe_of(train: TrainSpec, *, strict: bool = True) -> Recipe:
+    """The GAN steps' options from the job's train section (`strict`: see `training_device`)."""
+    return Recipe(
+        augment=tuple(p for p in train.augment.split(",") if p),
+        loss=train.loss,
+        r1_gamma=train.r1_gamma,
+        ema_decay=train.ema_decay,
+        device=training_device(train, strict=strict),
+        amp=train.amp,
+    )
 
 
 def new_feature_net(num_classes: int, train: TrainSpec, evaluation: EvalSpec) -> FeatureNet:
@@ -69,6 +107,8 @@ def initial_state(
         torch.manual_seed(train.seed * 1000 + i)
         state[f"{data_type}/G"] = new_generator(train).state_dict()
         state[f"{data_type}/D"] = new_discriminator(train).state_dict()
+        if train.ema_decay is not None:
+            state[f"{data_type}/{EMA}"] = {k: v.clone() for k, v in state[f"{data_type}/G"].items()}
     torch.manual_seed(train.seed)
     state[FEATURES] = new_feature_net(len(data_types), train, evaluation).state_dict()
     return state
@@ -97,7 +137,18 @@ def types_in(state: dict[str, StateDict]) -> list[str]:
 
 
 def load_generator(state: dict[str, StateDict], data_type: str, train: TrainSpec) -> Generator:
-    return _load_generator_state(state[f"{data_type}/G"], train)
+    """The generator to evaluate, sample from and deploy: the EMA G when the state has one."""
+    return _load_generator_state(deployed_generator(state, data_type), train)
+
+
+def deployed_generator(state: dict[str, StateDict], data_type: str) -> StateDict:
+    """The G weights that stand for `data_type` outside training: `<type>/G_ema` if present."""
+    return state.get(f"{data_type}/{EMA}", state[f"{data_type}/G"])
+
+
+def deploy_groups(state: dict[str, StateDict], data_type: str) -> dict[str, StateDict]:
+    """What the registry stores for a type: `<type>/G` (the EMA G when there is one) and `<type>/D`."""
+    return {f"{data_type}/G": deployed_generator(state, data_type), f"{data_type}/D": state[f"{data_type}/D"]}
 
 
 def _load_generator_state(state: StateDict, train: TrainSpec) -> Generator:
@@ -135,10 +186,13 @@ def edge_round(
     """One edge's work in one round, for every type it holds (`data`: type -> real images).
     `on_type(type)` is called as a type starts, `on_step(type, step, steps, losses)` after each step."""
     update = EdgeUpdate(edge=edge, groups={}, num_examples={})
+    recipe = recipe_of(train)
+    if data:
+        log.info("edge %s: %s", edge, describe_device(train))
     for i, (data_type, images) in enumerate(sorted(data.items())):
         if on_type:
             on_type(data_type)
-        generator = load_generator(global_state, data_type, train)
+        generator = _load_generator_state(global_state[f"{data_type}/G"], train)
         anchor = global_state[f"{data_type}/D"]
         discriminator = _load_discriminator(anchor, train)
         result = train_local(
@@ -152,8 +206,13 @@ def edge_round(
             anchor=anchor,
             seed=stable_seed(train.seed, edge, data_type, round_),
             progress=(lambda step, steps, losses, t=data_type: on_step(t, step, steps, losses)) if on_step else None,
+            recipe=recipe,
+            # Round 1 starts the EMA from the G it trains (a warm start replaces G, not the EMA).
+            ema_start=global_state.get(f"{data_type}/{EMA}") if round_ > 1 else None,
         )
         nets = {"G": result.generator, "D": result.discriminator}
+        if result.generator_ema is not None:
+            nets[EMA] = result.generator_ema
         update.groups.update({f"{data_type}/{net}": state for net, state in nets.items()})
         update.num_examples[data_type] = result.num_examples
         update.losses[data_type] = {"d_loss": result.d_loss, "g_loss": result.g_loss}
@@ -206,6 +265,9 @@ class CloudRound:
     def __init__(self, global_state: dict[str, StateDict], train: TrainSpec, *, round_: int) -> None:
         self.global_state, self.train, self.round_ = global_state, train, round_
         self.streaming = train.aggregation == "fedavg" and not isinstance(train.clip_norm, str)
+        self.recipe = recipe_of(train, strict=False) if train.strategy == "entgan" else None
+        if self.recipe is not None:
+            log.info("cloud: global G steps %s", describe_device(train, strict=False))
         self.contributing = 0
         self._sums: dict[str, FedAvgSum] = {}
         self._kept: dict[str, list[tuple[StateDict, int]]] = {}
@@ -219,8 +281,9 @@ class CloudRound:
             if data_type in update.num_examples:
                 n = update.num_examples[data_type]
                 self._senders.setdefault(data_type, []).append((n, update.losses[data_type]))
-                for net in ("D", "G"):
-                    self._fold(f"{data_type}/{net}", update.groups[f"{data_type}/{net}"], n)
+                for net in ("D", "G", EMA):
+                    if f"{data_type}/{net}" in update.groups:
+                        self._fold(f"{data_type}/{net}", update.groups[f"{data_type}/{net}"], n)
         if FEATURES in update.groups:
             self._fold(FEATURES, update.groups[FEATURES], update.num_examples[FEATURES])
 
@@ -231,6 +294,9 @@ class CloudRound:
         if self.train.clip_norm is not None:  # a fixed bound clips each update on its own
             (state, n), = clip_updates([(state, n)], self.global_state[group], self.train.clip_norm)[0]
         self._sums.setdefault(group, FedAvgSum()).add(state, n)
+
+    def _has(self, group: str) -> bool:
+        return group in self._sums or group in self._kept
 
     def _combined(self, group: str) -> StateDict:
         """One network's aggregation with the job's method (train.aggregation, clip_norm, trim_fraction)."""
@@ -255,22 +321,27 @@ class CloudRound:
             d_state = self._combined(f"{data_type}/D")
             new_state[f"{data_type}/D"] = d_state
             g_state = self._combined(f"{data_type}/G")
+            ema_state = self._combined(f"{data_type}/{EMA}") if self._has(f"{data_type}/{EMA}") else None
             if train.strategy == "entgan":  # the global G update: G against the aggregated D, no real data
-                g_state, g_loss = train_generator(
+                g_state, g_loss, ema_state = train_generator(
                     _load_generator_state(g_state, train),
                     _load_discriminator(d_state, train),
                     steps=train.global_steps,
                     batch_size=train.batch_size,
                     lr=train.lr,
                     seed=train.seed * 7919 + round_ * 31 + i,
+                    recipe=self.recipe,
+                    ema_start=ema_state,  # the edges' EMAs, averaged, go on over the cloud's G steps
                 )
                 metrics[f"{data_type}.cloud_g_loss"] = g_loss
             new_state[f"{data_type}/G"] = g_state
+            if ema_state is not None:
+                new_state[f"{data_type}/{EMA}"] = ema_state
             metrics[f"{data_type}.edges"] = float(len(senders))
             metrics[f"{data_type}.num_examples"] = float(sum(n for n, _ in senders))
             for key in ("d_loss", "g_loss"):
                 metrics[f"{data_type}.edge_{key}"] = sum(losses[key] for _, losses in senders) / len(senders)
-        if FEATURES in self._sums or FEATURES in self._kept:
+        if self._has(FEATURES):
             new_state[FEATURES] = self._combined(FEATURES)
         return new_state, metrics
 
@@ -290,7 +361,10 @@ def train_centralized(
             batch_size=train.batch_size,
             lr=train.lr,
             seed=train.seed + i,
+            recipe=recipe_of(train),
         )
         state[f"{data_type}/G"] = result.generator
         state[f"{data_type}/D"] = result.discriminator
+        if result.generator_ema is not None:
+            state[f"{data_type}/{EMA}"] = result.generator_ema
     return state
