@@ -3,7 +3,8 @@
 Per type, the held-out images on the type's two demo edges are the real side; the candidates are
 the type's *training* images, unchanged (the real split: it must read at the floor) or with one
 defect of `entgan.corruptions.CORRUPTIONS` (each must read clearly worse than the floor, blur 1.0
-worse than blur 0.6). 32x32 images, 300 images per type as in `make run`'s first wave.
+worse than blur 0.6). 32x32 images, 300 images per type as in `make run`'s first wave, on the
+type's two demo edges (about 24 and 36 held-out images); about 30 CPU seconds in all.
 
 "Clearly worse" per metric:
 - C2ST: the lower end of its 95 % interval lies above the real split's upper end.
@@ -22,41 +23,58 @@ import torch
 from benchmarks.fidelity import DEMO_PER_TYPE, calibrate_type
 from entgan.corruptions import CORRUPTIONS
 from entgan.data import load_edge, materialize_demo
+
+DEMO_TYPES = ("box", "clutter", "robot", "table")
 from entgan.models import FeatureNet
 from entgan.train import train_features
 
-TYPES = {"box": {"edge-1": 0.6, "edge-4": 0.4}, "clutter": {"edge-3": 0.4, "edge-4": 0.6}}
-STEPS = 300  # C2ST classifier steps
+TYPES = {"clutter": {"edge-3": 0.4, "edge-4": 0.6}}  # the most textured demo type: the hardest to calibrate on
+STEPS = 200  # C2ST classifier steps
 DEFECTS = [c for c in CORRUPTIONS if c != "none"]
 
 # (metric, defect) pairs that do not separate from the floor on these images (measured)
 BLIND = {
     ("kid_random", "noise 0.1"), ("kid_random", "checkerboard"),
     ("kid_domain", "noise 0.1"), ("kid_domain", "colour shift 0.2"),
-    ("domain_fid", "noise 0.1"), ("domain_fid", "colour shift 0.2"),
+    ("domain_fid", "noise 0.1"),
 }
 
 
-@pytest.fixture(scope="module")
-def tables(tmp_path_factory):
-    root = tmp_path_factory.mktemp("calibration")
-    plan = {e: {t: share} for t, edges in TYPES.items() for e, share in edges.items()}
-    plan = {e: {t: s for t, edges in TYPES.items() for e2, s in edges.items() if e2 == e} for e in plan}
+def calibration_tables(root) -> dict:
+    """Per type, calibrate_type's table on the demo edges written under `root`."""
+    plan: dict[str, dict[str, float]] = {}
+    for t, edges in TYPES.items():
+        for edge, share in edges.items():
+            plan.setdefault(edge, {})[t] = share
     materialize_demo(root, plan, per_type=DEMO_PER_TYPE)
     held, train = {}, {}
     for edge, shares in plan.items():
         for holdout, into in ((True, held), (False, train)):
             for t, x in load_edge(root / edge, sorted(shares), 0.2, 32, holdout=holdout).items():
                 into.setdefault(t, []).append(x)
-    # the domain feature network as the demo trains it: 60 steps over the types' training images
-    images = torch.cat([torch.cat(train[t]) for t in TYPES])
-    labels = torch.cat([torch.full((len(torch.cat(train[t])),), i) for i, t in enumerate(TYPES)])
-    torch.manual_seed(0)
-    net = FeatureNet(len(TYPES), 64, 32)
-    state, _ = train_features(net, images, labels, steps=60, batch_size=64)
-    net.load_state_dict(state)
-    net.eval()
-    return {t: calibrate_type(held[t], train[t], net, steps=STEPS) for t in TYPES}
+    # a domain feature network as the demo trains it: 60 steps over the training images (all demo
+    # types, so that it is the 4-way type classifier the pipeline uses)
+    types = sorted(DEMO_TYPES)
+    materialize_demo(root / "all", {"pool": {t: 1.0 for t in types}}, per_type=DEMO_PER_TYPE)
+    pool = load_edge(root / "all" / "pool", types, 0.2, 32, holdout=False)
+    images = torch.cat([pool[t] for t in types])
+    labels = torch.cat([torch.full((len(pool[t]),), i) for i, t in enumerate(types)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: one thread is faster than two on a shared machine
+    try:
+        torch.manual_seed(0)
+        net = FeatureNet(len(types), 64, 32)
+        state, _ = train_features(net, images, labels, steps=60, batch_size=64)
+        net.load_state_dict(state)
+        net.eval()
+        return {t: calibrate_type(held[t], train[t], net, steps=STEPS) for t in TYPES}
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    return calibration_tables(tmp_path_factory.mktemp("calibration"))
 
 
 def _worse(metric: str, row: dict, real: dict) -> bool:
