@@ -44,7 +44,7 @@ def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, fl
     denominator = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denominator
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # p inside despite rounding
 
 
 # ---------------------------------------------------------------- C2ST
