@@ -4,7 +4,7 @@ Per type, the held-out images on the type's two demo edges are the real side; th
 the type's *training* images, unchanged (the real split: it must read at the floor) or with one
 defect of `entgan.corruptions.CORRUPTIONS` (each must read clearly worse than the floor, blur 1.0
 worse than blur 0.6). 32x32 images, 300 images per type as in `make run`'s first wave, on the
-type's two demo edges (about 24 and 36 held-out images); about 30 CPU seconds in all.
+type's two demo edges (22 and 41 held-out images); about 30 CPU seconds in all.
 
 "Clearly worse" per metric:
 - C2ST: the lower end of its 95 % interval lies above the real split's upper end.
