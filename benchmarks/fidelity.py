@@ -24,7 +24,7 @@ import torch
 from entgan.corruptions import CORRUPTIONS
 from entgan.data import DEMO_SPLIT, load_edge, materialize_demo
 from entgan.evaluate import feature_stats, fid_from_stats
-from entgan.fidelity import (C2STCounts, c2st_edge_part, feature_spaces, kid_edge_part, kid_scores, merge_c2st,
+from entgan.fidelity import (c2st_edge_part, feature_spaces, kid_edge_part, kid_scores, merge_c2st,
                              merge_kid_parts)
 
 CLASSIFIER_SHARE = 0.6  # share of an edge's training images its C2ST classifier trains on (the rest: candidates)

@@ -143,11 +143,15 @@ def c2st_edge_part(real_images: torch.Tensor, fake_images: torch.Tensor, seed: i
                    batch_size: int = 32, folds: int = 2, train_images: torch.Tensor | None = None) -> C2STCounts:
     """An edge's C2ST for one type: (correct, total) over all its held-out real images.
 
-    Cross-fitting: the real and fake images are each split into `folds` parts; for every fold a
-    fresh classifier trains on the other parts and is tested on this part (real images, and as
-    many fakes). Every real image is tested exactly once, by a classifier that never saw it.
-    `fake_images` are the candidate's samples (at least as many as real images; more help
-    training). Only the two counts leave the edge.
+    With `train_images` (the edge's real training images; the design with power at ~40 held-out
+    images, see docs/evaluation.md) one classifier trains on them against as many fakes and is
+    tested on every held-out image and as many other fakes: `fake_images` must hold at least
+    len(train_images) + len(real_images) samples.
+
+    Without it, cross-fitting on the held-out images alone: they are split into `folds` parts;
+    for every fold a fresh classifier trains on the other parts against as many fakes and is
+    tested on this part and as many other fakes. Either way every held-out image is tested
+    exactly once, by a classifier that never saw it, and only the two counts leave the edge.
     """
     _check_sets(real_images, fake_images, folds)
     rng = torch.Generator().manual_seed(seed)
