@@ -119,7 +119,8 @@ def champion_readings(generators: dict, held: dict[str, list[torch.Tensor]], tra
         fed = merge_c2st(parts)
         out[t] = {"c2st": fed[0], "c2st_low": fed[1], "c2st_high": fed[2], "central_c2st": central[0],
                   "central_low": central[1], "central_high": central[2],
-                  "agree": fed[1] <= central[0] <= fed[2], "c2st_counts": [p.as_dict() for p in parts],
+                  "agree": fed[1] <= central[0] <= fed[2], "intervals_overlap": fed[1] <= central[2] and central[1] <= fed[2],
+                  "c2st_counts": [p.as_dict() for p in parts],
                   **kid["random"].as_dict("random_"), **kid["domain"].as_dict("domain_")}
     return out
 
