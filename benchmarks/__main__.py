@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import cost, orchestration, plots, quality, speedup, throughput, transfer
+from benchmarks import cost, downstream, fidelity, orchestration, plots, quality, speedup, throughput, transfer
 from benchmarks.common import KNOWN_TYPES, MODES, NEW_TYPE, Clock, demo_edges, held_out_accuracy, machine_info, \
     train_referee
 
-FIGURES = ("speedup", "transfer", "cost", "orchestration", "throughput", "quality")
+FIGURES = ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -74,6 +74,15 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
     if "quality" in only:
         results["figures"]["quality"] = timed("quality", quality.run, settings, workdir, referee, pooled, pool.holdout)
         save()
+    if "fidelity" in only or "downstream" in only:  # both score the champions figure 6 trains
+        generators, _ = timed("champions", quality.train_champions, settings, workdir, referee)
+        if "fidelity" in only:
+            results["figures"]["fidelity"] = timed("fidelity", fidelity.run, settings, workdir, referee, generators)
+            save()
+        if "downstream" in only:
+            results["figures"]["downstream"] = timed("downstream", downstream.run, settings, workdir, generators,
+                                                     pooled, pool.holdout)
+            save()
     results["summary"] = plots.summary_rows(results)
     save()
     plots.draw_all(results, out)

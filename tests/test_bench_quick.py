@@ -100,3 +100,26 @@ def test_quality_records_how_its_champions_were_trained(results):
     for t, fids in champions["fid_per_round"].items():
         assert len(fids) == settings["rounds"] + 1 and all(_positive(f) for f in fids), t
     assert q["cas_steps"] == settings["cas_steps"] and q["at_fewer_cas_steps"] is None  # quick: no job of its own
+
+
+def test_fidelity_and_downstream_are_in_range(results):
+    f = results[0]["figures"]
+    fid = f["fidelity"]
+    assert set(fid["calibration"]) == {"box", "clutter", "robot", "table"}
+    for t, table in fid["calibration"].items():
+        assert set(table) == {"none", "blur 0.6", "blur 1.0", "noise 0.1", "checkerboard", "colour shift 0.2",
+                              "mode collapse"}, t
+        for row in table.values():
+            assert 0 <= row["c2st_low"] <= row["c2st"] <= row["c2st_high"] <= 1, t
+            assert row["random_kid_floor_std"] >= 0 and math.isfinite(row["random_kid"]), t
+    for t, c in fid["champions"].items():
+        assert 0 <= c["c2st_low"] <= c["c2st"] <= c["c2st_high"] <= 1 and 0 <= c["central_c2st"] <= 1, t
+        assert c["agree"] == (c["c2st_low"] <= c["central_c2st"] <= c["c2st_high"]), t
+    cost = fid["edge_cost"]
+    assert cost["c2st_cpu_s"] > 0 and cost["bytes"] == 16 + cost["held_out_images"] * (96 + 64) * 4
+    down = f["downstream"]
+    assert set(down["conditions"]) == {"real_10", "real_10_plus_synthetic", "all_real", "synthetic_only"}
+    for name, c in down["conditions"].items():
+        assert 0 <= c["min"] <= c["mean"] <= c["max"] <= 1 and len(c["per_seed"]) >= 2, name
+    assert down["gain"] == pytest.approx(down["conditions"]["real_10_plus_synthetic"]["mean"]
+                                         - down["conditions"]["real_10"]["mean"])
