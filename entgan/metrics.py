@@ -68,10 +68,12 @@ class BeatsChampion:
 
 
 @dataclass(frozen=True)
-class Ceiling:
-    """The candidate's value must be at or below the DeploySpec field `limit` (None: off)."""
+class Limit:
+    """An absolute bound read from the DeploySpec field `limit` (None: off), which first versions
+    must meet too: a ceiling (`at_most`) or a floor. Written as `Ceiling(...)` or `Floor(...)`."""
 
     limit: str
+    at_most: bool
 
     def fields(self) -> tuple[str, ...]:
         return (self.limit,)
@@ -82,30 +84,23 @@ class Ceiling:
             return None
         value = _metric(candidate, m.name, "candidate")
         ours, theirs = _pair(value, limit)
-        if value <= limit:
-            return True, f"{m.label} {ours} is within the ceiling {theirs}"
-        return False, f"{m.label} {ours} is above the ceiling {theirs}"
-
-
-@dataclass(frozen=True)
-class Floor:
-    """The candidate's value must be at least the DeploySpec field `limit` (None: off); it
-    applies to first versions too."""
-
-    limit: str
-
-    def fields(self) -> tuple[str, ...]:
-        return (self.limit,)
-
-    def check(self, m: Metric, candidate: dict, champion: dict | None, rules: DeploySpec) -> Check | None:
-        limit = getattr(rules, self.limit)
-        if limit is None:
-            return None
-        value = _metric(candidate, m.name, "candidate")
-        ours, theirs = _pair(value, limit)
+        if self.at_most:
+            if value <= limit:
+                return True, f"{m.label} {ours} is within the ceiling {theirs}"
+            return False, f"{m.label} {ours} is above the ceiling {theirs}"
         if value >= limit:
             return True, f"{m.label} {ours} meets the floor {theirs}"
         return False, f"{m.label} {ours} is below the floor {theirs}"
+
+
+def Ceiling(limit: str) -> Limit:  # noqa: N802 - reads as a rule, like the classes
+    """The candidate's value must be at or below the DeploySpec field `limit`."""
+    return Limit(limit, at_most=True)
+
+
+def Floor(limit: str) -> Limit:  # noqa: N802
+    """The candidate's value must be at least the DeploySpec field `limit`."""
+    return Limit(limit, at_most=False)
 
 
 @dataclass(frozen=True)
