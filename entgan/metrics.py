@@ -9,7 +9,8 @@ set)` and, if the edge must look at real images, an `edge_part(edge, type, image
 `Metric` to `METRICS`, and add the fields its rules read to `DeploySpec` (entgan/config.py).
 The report then holds `<name>` (candidate), `baseline_<name>` (the starting generators) and,
 with `own_champion`, `champion_<name>`; the gate compares with `champion_<name>` if present,
-else `baseline_<name>`; a `<name>_se` (standard error) is used by `HoldsAgainstChampion`.
+else `baseline_<name>`. A `score` may return (value, standard error): the report then holds
+`<name>_se` too, which `HoldsAgainstChampion(stderr_multiple=...)` uses.
 """
 
 from __future__ import annotations

@@ -96,6 +96,9 @@ def test_a_lower_is_better_metric_may_trail_the_champion_by_its_standard_error_a
         metrics.HoldsAgainstChampion("kid_must_not_rise", tolerance="kid_tolerance", stderr_multiple="kid_z"),
         metrics.Ceiling("max_kid")))
     monkeypatch.setattr(metrics, "METRICS", [kid])
+    kid = metrics.Metric(kid.name, kid.label, False, score=lambda s, t, which: (0.03, 0.005), rules=kid.rules)
+    monkeypatch.setattr(metrics, "METRICS", [kid])
+    assert _scores(None, "box") == {"kid": 0.03, "kid_se": 0.005, "baseline_kid": 0.03, "baseline_kid_se": 0.005}
     rules = type("Rules", (), {"kid_must_not_rise": True, "kid_tolerance": 0.0, "kid_z": 2.0, "max_kid": 0.05})()
     promote, reasons = metrics.gate_decision({"kid": 0.030, "kid_se": 0.005}, {"kid": 0.025}, rules)
     assert promote and reasons[0].startswith("KID 0.030 holds against the champion's 0.025"), reasons

@@ -150,13 +150,18 @@ def evaluate(ctx: TaskContext, files: EvaluateFiles) -> dict[str, dict[str, floa
 
 def _scores(scorer: Scoring, data_type: str) -> dict[str, float]:
     """Every metric of one type: `<m>` (trained), `baseline_<m>` (starting) and, for metrics
-    with their own champion set, `champion_<m>` (what the gate compares with)."""
+    with their own champion set, `champion_<m>` (what the gate compares with). A score given
+    as (value, standard error) is stored as `<key>` and `<key>_se`."""
     out = {}
     for m in quality_metrics.METRICS:
-        out[m.name] = m.score(scorer, data_type, "candidate")
-        out[f"baseline_{m.name}"] = m.score(scorer, data_type, "baseline")
-        if m.own_champion:
-            out[f"champion_{m.name}"] = m.score(scorer, data_type, "champion")
+        sets = ("candidate", "baseline", "champion") if m.own_champion else ("candidate", "baseline")
+        for which in sets:
+            key = m.name if which == "candidate" else f"{which}_{m.name}"
+            value = m.score(scorer, data_type, which)
+            if isinstance(value, tuple):
+                out[key], out[f"{key}_se"] = value
+            else:
+                out[key] = value
     return out
 
 
