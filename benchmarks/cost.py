@@ -23,7 +23,9 @@ from benchmarks.common import Settings, bench_job, demo_edges, edge_split, pipel
 from entgan import strategies
 from entgan.bundle import BundleHeader, pack, save_bundle
 from entgan.data import inspect_edge
-from entgan.steps import make_plan, step_edge_train
+from entgan.steps.common import TaskContext
+from entgan.steps.plan import make_plan
+from entgan.steps.train import TrainFiles, train_edge
 
 MEMORY_TARGET = 0.5
 CENTRALIZED_STEPS = 20  # per type: the peak is reached in the first steps
@@ -55,7 +57,7 @@ def run(settings: Settings, workdir: Path) -> dict:
     updates, per_edge = [], {}
     for edge in job.edge_names:
         path = files / f"update-{edge}.safetensors"
-        step_edge_train(job, edge, files / "plan.json", files / "state-0.safetensors", 1, path)
+        train_edge(TaskContext(job, edge=edge, round=1), TrainFiles(files / "plan.json", files / "state-0.safetensors", path))
         updates.append(str(path))
         images = sum(len(x) for x in data.train[edge].values())
         pixels = images * 3 * settings.image_size**2

@@ -53,7 +53,8 @@ def main(argv: list[str]) -> None:
 
     from entgan.config import JobSpec
     from entgan.data import load_edge
-    from entgan.steps import step_aggregate
+    from entgan.steps.common import TaskContext
+    from entgan.steps.train import AggregateFiles, aggregate
     from entgan.strategies import train_centralized
 
     torch.set_num_threads(1)
@@ -63,7 +64,7 @@ def main(argv: list[str]) -> None:
     before = _status_kb("VmRSS")
     exact = _reset_peak()
     if what == "aggregate":
-        step_aggregate(job, spec["plan"], spec["state"], spec["updates"], 1, spec["out"])
+        aggregate(TaskContext(job, round=1), AggregateFiles(spec["plan"], spec["state"], spec["updates"], spec["out"]))
     elif what == "centralized":
         images: dict[str, list[torch.Tensor]] = {}
         for edge in job.edges:  # the central node holds every edge's raw training images

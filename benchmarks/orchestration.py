@@ -8,7 +8,8 @@ Every contender runs the same job on the demo's edges (4; 2 in quick mode) with 
 - fresh processes: the same with `entgan run --fresh-processes`: every task a new Python that
   imports everything again, which is what kfp.local does by itself (the figure before the server).
 - in-process: the `entgan.steps` functions the components call, in pipeline order, in this
-  process (imports done beforehand), each timed.
+  process (imports done beforehand), each timed (`entgan.steps.local`: the same task list the
+  pipeline is compiled from).
 
 Every task is held to one torch thread on both sides (OMP_NUM_THREADS=1, ENTGAN_NUM_THREADS=1),
 so CPU seconds compare like for like. Figures: pipeline wall / in-process wall sum (the issue's
@@ -45,50 +46,34 @@ def _edge_stage(times: list[float]) -> float:
     return max(slots)
 
 
-def in_process(job) -> dict:
-    """The pipeline's steps in one process, in order; per step CPU and wall seconds."""
-    from entgan import steps
-    from entgan.registry import library_for
+def _task_name(task: str, edge: str | None, round_: int) -> tuple[str, str]:
+    """The figure's name and stage of a step (`entgan.steps.local`): edge steps are grouped per
+    ParallelFor (inspect, train-<round>, eval), cloud steps are sequential."""
+    short = {"create_job": "create job", "inspect_edge": "inspect", "train_edge": "train", "eval_edge": "eval",
+             "prepare_eval": "prepare eval"}.get(task, task)
+    if edge is None:
+        return (f"{short} r{round_}" if round_ else short), "cloud"
+    return (f"{short} {edge}" + (f" r{round_}" if round_ else "")), (f"{short}-{round_}" if round_ else short)
 
-    run_id, folder = "in-process-1", Path(job.state_dir) / "files"
-    folder.mkdir(parents=True, exist_ok=True)
-    f = lambda name: str(folder / name)  # noqa: E731
+
+def in_process(job) -> dict:
+    """The pipeline's steps in one process, in order (the same task list the pipeline is
+    compiled from: `entgan.steps.local`); per step CPU and wall seconds."""
+    from entgan.steps.local import LocalRun
+
     timings: list[dict] = []
 
-    def timed(name: str, stage: str, fn, *args):
+    def timed(task, edge, round_, work):
         clock = Clock()
-        out = fn(*args)
+        out = work()
         cpu, wall = clock.lap()
+        name, stage = _task_name(task, edge, round_)
         timings.append({"task": name, "stage": stage, "cpu_s": cpu, "wall_s": wall})
         return out
 
-    def create_job():  # in-process the task library is opened once, here
-        library = library_for(job)
-        steps.step_create_job(job, run_id, library, f("snapshot"))
-        return library
-
-    library = timed("create job", "cloud", create_job)
-    edges = job.edge_names
-    for e in edges:
-        timed(f"inspect {e}", "inspect", steps.step_inspect, job, e, f(f"report-{e}"), f("snapshot"))
-    timed("plan", "cloud", steps.step_plan, job, [f(f"report-{e}") for e in edges], f("snapshot"), f("plan"),
-          f("state-0"), library, run_id)
-    for r in range(1, job.train.rounds + 1):
-        for e in edges:
-            timed(f"train {e} r{r}", f"train-{r}", steps.step_edge_train, job, e, f("plan"), f(f"state-{r - 1}"), r,
-                  f(f"update-{e}-{r}"))
-        timed(f"aggregate r{r}", "cloud", steps.step_aggregate, job, f("plan"), f(f"state-{r - 1}"),
-              [f(f"update-{e}-{r}") for e in edges], r, f(f"state-{r}"), library, run_id)
-    last = f(f"state-{job.train.rounds}")
-    timed("prepare eval", "cloud", steps.step_prepare_eval, job, f("plan"), f("state-0"), last, f("kit"), library,
-          run_id)
-    for e in edges:
-        timed(f"eval {e}", "eval", steps.step_edge_eval, job, e, f("plan"), last, f("kit"), f(f"stats-{e}"))
-    timed("evaluate", "cloud", steps.step_evaluate, job, f("plan"), f("state-0"), last,
-          [f(f"stats-{e}") for e in edges], f("report.json"), f("real-stats"), library, run_id)
-    timed("deploy", "cloud", steps.step_deploy, job, f("plan"), last, f("report.json"), f("real-stats"), run_id,
-          f("summary.json"), folder / "samples", library)
-    timed("finish", "cloud", steps.step_finish, job, run_id, "SUCCEEDED", "", library)
+    run = LocalRun(job, Path(job.state_dir) / "files", "in-process-1", around=timed).run()
+    if run.error is not None:
+        raise RuntimeError(f"the in-process run failed: {run.error}") from run.error
     makespan = 0.0
     stages: dict[str, list[float]] = {}
     for t in timings:
@@ -127,7 +112,7 @@ def pipeline(job, job_file: Path, fresh_processes: bool = False) -> dict:
 STARTUP = {
     "python": "pass",
     "kfp executor (python -m kfp.dsl.executor_main)": "import kfp.dsl.executor_main",
-    "torch (every step imports entgan.steps)": "import entgan.steps",
+    "torch (every step imports entgan.steps.wiring)": "import entgan.steps.wiring",
     "MLflow client (cloud tasks: import + open the store)": (
         "import sys; from entgan.config import JobSpec; from entgan.registry import library_for; "
         "library_for(JobSpec.model_validate_json(open(sys.argv[1]).read())).champion('box')"),

@@ -3,7 +3,7 @@
 The known types' champions are the final generators and discriminators of figure 1's `entgan`
 run on 4 edges. The new type (`pillar`) arrives at edge-2 and edge-4, half each (the lifelong
 demo's wave 2). Its nearest known task is found as the pipeline's plan step finds it
-(`entgan.steps.nearest_task`: Fréchet distance between feature statistics, here under the
+(`entgan.steps.plan.nearest_task`: Fréchet distance between feature statistics, here under the
 referee). Both contenders then train pillar with strategy `entgan` on those two edges for the
 same rounds: one from the parent's G and D (warm), one from fresh weights (scratch).
 
@@ -22,7 +22,7 @@ from benchmarks.training import run_federated
 from entgan import strategies
 from entgan.aggregate import StateDict
 from entgan.evaluate import feature_stats
-from entgan.steps import nearest_task
+from entgan.steps.plan import nearest_task
 
 TRANSFER_TARGET = 0.5
 ARRIVAL = {"edge-2": {NEW_TYPE: 0.5}, "edge-4": {NEW_TYPE: 0.5}}  # entgan.data.DEMO_WAVES[2]
@@ -64,7 +64,7 @@ def run(settings: Settings, workdir: Path, referee: Referee, champions: dict[str
                 "warm-started from its nearest known task vs from scratch",
         "how": "2 edges (edge-2, edge-4, half the images each), strategy entgan, batch_size//2 per edge; "
                "known champions = figure 1's entgan-4 final state; nearest task by Fréchet distance of "
-               "referee feature statistics (entgan.steps.nearest_task)",
+               "referee feature statistics (entgan.steps.plan.nearest_task)",
         "new_type": NEW_TYPE,
         "parent": parent,
         "parent_distance": distance,

@@ -105,27 +105,13 @@ def show_status(job: JobSpec, runs: int = 5) -> str:
 
 def format_summary(summary: dict) -> str:
     """The per-type table `entgan run` ends with."""
+    from entgan.metrics import summary_columns, summary_rows
+
     if summary.get("waiting"):
         return f"train stage Waiting: {summary['waiting']}; nothing was trained"
-    rows = [("type", "started from", "FID before", "FID after", "precision", "recall", "CAS", "version",
-             "champion", "gate")]
-    for t, info in sorted(summary["types"].items()):
-        parent = info.get("parent_version")
-        rows.append(
-            (
-                t,
-                f"champion v{parent}" if parent else
-                (f"warm: {info['parent_task']}" if info.get("parent_task") else "untrained"),
-                f"{info['baseline_fid']:.2f}",
-                f"{info['fid']:.2f}",
-                f"{info.get('precision', float('nan')):.2f}",
-                f"{info.get('recall', float('nan')):.2f}",
-                f"{info.get('cas', float('nan')):.2f}",
-                f"v{info['version']}",
-                f"v{info['champion']}" if info["champion"] else "-",
-                info["reason"],
-            )
-        )
+    rows = [tuple(summary_columns())] + [
+        (r.data_type, r.started_from, *r.metrics, r.version, r.champion, r.reason) for r in summary_rows(summary)
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines += ["", "sample grids:"] + [f"  {t}: {i['grid']}" for t, i in sorted(summary["types"].items())]

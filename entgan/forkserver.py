@@ -44,7 +44,11 @@ from pathlib import Path
 
 PRELOAD = (  # what tasks import before or during their step (found with py-spy on `entgan run`)
     "kfp.dsl.executor_main",
-    "entgan.steps",
+    "entgan.steps.job",
+    "entgan.steps.plan",
+    "entgan.steps.train",
+    "entgan.steps.evaluate",
+    "entgan.steps.deploy",
     "entgan.registry",
     "mlflow.tracking",
     "mlflow.store.tracking.sqlalchemy_store",

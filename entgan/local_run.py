@@ -108,7 +108,7 @@ def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
 
     from entgan.progress import ProgressOutput, RunProgress, count_tasks
     from entgan.report import write_figures
-    from entgan.steps import copy_samples
+    from entgan.steps.deploy import copy_samples
 
     pipeline_file = compile_pipeline(job, state_dir / f"{job.name}.pipeline.yaml")
     pipeline = components.load_component_from_file(str(pipeline_file))

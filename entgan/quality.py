@@ -1,4 +1,4 @@
-"""The deploy gate's quality metrics besides FID, and the gate itself.
+"""The deploy gate's quality metrics besides FID (the gate itself: `entgan.metrics`).
 
 - Improved precision and recall (Kynkäänniemi et al. 2019): each set of feature vectors spans a
   manifold, the union of balls around its samples whose radius is the distance to the sample's
@@ -10,20 +10,17 @@
   features that make its type recognisable. The cloud trains the classifier
   (`train_cas_classifier`); each edge counts its correct predictions (`cas_counts`) and sends
   only the counts; the cloud merges them (`cas_from_counts`).
-- `gate_decision` applies the job's `GateRules` to a candidate's and the champion's metrics.
 
 Pure functions over tensors and dicts: no I/O, no MLflow.
 """
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from entgan.config import DeploySpec
 from entgan.models import FeatureNet, Generator
 
 CHUNK_ROWS = 1024  # rows per distance block: 1024 x 5000 float64 distances are 40 MB
@@ -194,91 +191,3 @@ def cas_from_counts(parts: list[tuple[int, int]]) -> float:
     if total == 0:
         raise ValueError("cas_from_counts: no held-out images were counted; CAS needs at least one real image")
     return sum(c for c, _ in parts) / total
-
-
-# ---------------------------------------------------------------- the deploy gate
-
-
-GateRules = DeploySpec  # the job file's `deploy:` section is the rule set
-
-
-def _pair(a: float, b: float) -> tuple[str, str]:
-    """Two values printed with just enough decimals (2 to 6) to tell unequal ones apart."""
-    for digits in range(2, 7):
-        left, right = f"{a:.{digits}f}", f"{b:.{digits}f}"
-        if left != right:
-            return left, right
-    return f"{a:.2f}", f"{b:.2f}"
-
-
-def _metric(metrics: dict[str, float], name: str, whose: str) -> float:
-    if name not in metrics:
-        raise ValueError(
-            f"gate_decision: the {whose}'s metrics have no {name!r} (they have {sorted(metrics)}); "
-            f"compute it in the eval step or turn its rule off"
-        )
-    return float(metrics[name])
-
-
-def _fid_rules(
-    candidate: dict[str, float], champion: dict[str, float] | None, rules: GateRules
-) -> list[tuple[bool, str]]:
-    fid = _metric(candidate, "fid", "candidate")
-    checks = []
-    if rules.fid_must_not_rise:
-        if champion is None:
-            checks.append((not math.isnan(fid), f"FID {fid:.2f}: first version, no champion to beat"))
-        else:
-            champion_fid = _metric(champion, "fid", "champion")
-            ours, theirs = _pair(fid, champion_fid)
-            if fid < champion_fid:
-                checks.append((True, f"FID {ours} beats the champion's {theirs}"))
-            else:
-                checks.append((False, f"FID {ours} does not beat the champion's {theirs}"))
-    if rules.max_fid is not None:
-        ours, limit = _pair(fid, rules.max_fid)
-        if fid <= rules.max_fid:
-            checks.append((True, f"FID {ours} is within the ceiling {limit}"))
-        else:
-            checks.append((False, f"FID {ours} is above the ceiling {limit}"))
-    return checks
-
-
-def _floor_rule(candidate: dict[str, float], name: str, floor: float) -> tuple[bool, str]:
-    value = _metric(candidate, name, "candidate")
-    ours, limit = _pair(value, floor)
-    if value >= floor:
-        return True, f"{name} {ours} meets the floor {limit}"
-    return False, f"{name} {ours} is below the floor {limit}"
-
-
-def _cas_rule(candidate: dict[str, float], champion: dict[str, float] | None, tolerance: float) -> tuple[bool, str]:
-    cas = _metric(candidate, "cas", "candidate")
-    if champion is None or "cas" not in champion:
-        why = "no champion" if champion is None else "the champion has no CAS"
-        return not math.isnan(cas), f"CAS {cas:.2f}: {why} to compare with"
-    floor = float(champion["cas"]) - tolerance
-    ours, theirs = _pair(cas, float(champion["cas"]))
-    if cas >= floor:
-        return True, f"CAS {ours} holds against the champion's {theirs} (tolerance {tolerance:.2f})"
-    return False, f"CAS {ours} drops below the champion's {theirs} minus the tolerance {tolerance:.2f}"
-
-
-def gate_decision(
-    candidate: dict[str, float], champion: dict[str, float] | None, rules: GateRules
-) -> tuple[bool, list[str]]:
-    """Promote the candidate only if every active rule passes; one sentence per rule says why.
-
-    `candidate` must hold `fid` and every metric an active rule reads; `champion` is None when
-    the type has no champion yet (rules that compare with it then pass). NaN never passes.
-    """
-    checks = _fid_rules(candidate, champion, rules)
-    if rules.min_precision is not None:
-        checks.append(_floor_rule(candidate, "precision", rules.min_precision))
-    if rules.min_recall is not None:
-        checks.append(_floor_rule(candidate, "recall", rules.min_recall))
-    if rules.cas_must_not_drop:
-        checks.append(_cas_rule(candidate, champion, rules.cas_tolerance))
-    if not checks:
-        return True, ["every deploy rule is off: promoted without checks"]
-    return all(passed for passed, _ in checks), [reason for _, reason in checks]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from entgan.metrics import describe, kfp_metrics, metric_cells, metric_columns, summary_columns, summary_rows
+
 History = dict[str, list[tuple[int, float]]]  # metric key -> [(step, value)], steps ascending
 
 # Per-round metrics the report and the curves read (logged on the job's MLflow run with step=round).
@@ -69,18 +71,16 @@ def run_report_html(summary: dict, history: History) -> str:
     if not types:
         out.append("<p>Nothing was trained in this run.</p></body></html>")
         return "".join(out)
-    head = ["type", "FID before", "FID after", "precision", "recall", "CAS", "version", "champion", "gate"]
     out.append("<h3>Result per type</h3><table><tr>" + "".join(
-        f"<th class='l'>{h}</th>" if h in ("type", "gate") else f"<th>{h}</th>" for h in head) + "</tr>")
-    for t in types:
-        i = summary["types"][t]
-        verdict = "<span class='ok'>promoted</span>" if i.get("promoted") else "<span class='no'>kept out</span>"
-        champion = f"v{i['champion']}" if i.get("champion") else "-"
+        f"<th class='l'>{h}</th>" if h in ("type", "started from", "gate") else f"<th>{h}</th>"
+        for h in summary_columns()) + "</tr>")
+    for row in summary_rows(summary):
+        verdict = "<span class='ok'>promoted</span>" if row.promoted else "<span class='no'>kept out</span>"
         out.append(
-            f"<tr><td class='l'>{esc(t)}</td><td>{_num(i.get('baseline_fid'))}</td><td>{_num(i.get('fid'))}</td>"
-            f"<td>{_num(i.get('precision'))}</td><td>{_num(i.get('recall'))}</td><td>{_num(i.get('cas'))}</td>"
-            f"<td>v{esc(str(i.get('version')))}</td><td>{champion}</td>"
-            f"<td class='l'>{verdict}: {esc(i.get('reason', ''))}</td></tr>"
+            f"<tr><td class='l'>{esc(row.data_type)}</td><td class='l'>{esc(row.started_from)}</td>"
+            + "".join(f"<td>{c}</td>" for c in row.metrics)
+            + f"<td>{esc(row.version)}</td><td>{row.champion}</td>"
+            f"<td class='l'>{verdict}: {esc(row.reason)}</td></tr>"
         )
     out.append("</table>")
     rows = round_rows(history, types)
@@ -114,9 +114,7 @@ def version_description(data_type: str, info: dict, job: str, strategy: str, rou
         f"Generator of **{data_type}** images (job `{job}`), trained from {start} by `{strategy}` for "
         f"{rounds} rounds on edges {', '.join(f'`{e}`' for e in edges)} "
         f"({int(info['train_images'])} training images).\n\n"
-        f"FID {info['baseline_fid']:.2f} → **{info['fid']:.2f}**, precision {info['precision']:.2f}, "
-        f"recall {info['recall']:.2f}, CAS {info['cas']:.2f} "
-        f"(on {int(info['holdout_images'])} held-out images at the edges).\n\n"
+        f"{describe(info)} (on {int(info['holdout_images'])} held-out images at the edges).\n\n"
         f"**Gate: {verdict}** — {info['reason']}.\n\nKFP run `{kfp_run_id}`; sample grid: "
         f"`samples.png` beside the weights."
     )
@@ -234,13 +232,22 @@ def write_figures(job, out_dir: str | Path, per_type: int = 16) -> dict[str, Pat
 
 
 def run_note(summary: dict, strategy: str, rounds: int) -> str:
-    """Markdown for the job's MLflow run page: what was trained and what the gate decided."""
+    """Markdown for the job's MLflow run page: what was trained and what the gate decided (the
+    before/after metrics first, the others after the gate)."""
+    def lead(m):  # the before/after metrics come first
+        return m.before
+
+    def rest(m):
+        return not m.before
+
+    head = ["type", *metric_columns(select=lead), "version", "champion", "gate", *metric_columns(select=rest)]
     lines = [f"EntGAN job `{summary['job']}`, KFP run `{summary['kfp_run_id']}`: {rounds} rounds of `{strategy}`.",
-             "", "| type | FID before | FID after | version | champion | gate |", "|---|---|---|---|---|---|"]
-    for t, i in sorted(summary["types"].items()):
-        champion = f"v{i['champion']}" if i.get("champion") else "-"
-        lines.append(f"| {t} | {i['baseline_fid']:.2f} | {i['fid']:.2f} | v{i['version']} | {champion} | "
-                     f"{'promoted' if i['promoted'] else 'kept out'}: {i['reason']} |")
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in summary_rows(summary):
+        gate = f"{'promoted' if row.promoted else 'kept out'}: {row.reason}"
+        cells = [row.data_type, *metric_cells(row.values, select=lead), row.version, row.champion, gate,
+                 *metric_cells(row.values, select=rest)]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Curves: the `<type>.fid` metrics (one step per round). Sample grids: artifacts `tasks/<type>/`."]
     return "\n".join(lines)
 
@@ -249,7 +256,7 @@ def deploy_metrics(summary: dict) -> dict[str, float]:
     """The deploy task's scalar metrics for the KFP run page, per type."""
     out = {}
     for t, i in summary.get("types", {}).items():
-        out.update({f"{t}.{m}": float(i[m]) for m in ("fid", "precision", "recall", "cas") if m in i})
+        out.update(kfp_metrics(t, i))
         out[f"{t}.version"] = float(i["version"])
         out[f"{t}.promoted"] = 1.0 if i["promoted"] else 0.0
     return out

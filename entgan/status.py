@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from entgan.lifecycle import Stage, current_states
+from entgan.metrics import from_tags, metric_cells, metric_columns
 from entgan.registry import TaskLibrary
 
 
@@ -39,7 +40,7 @@ def job_status(library: TaskLibrary, runs: int = 5) -> dict:
         out["types"][data_type] = {
             "champion": champion.version if champion else None,
             "latest": latest.version if latest else None,
-            "fid": tags.get("entgan.fid"),
+            "metrics": from_tags(tags),
             "train_images": tags.get("entgan.train_images"),
             "holdout_images": tags.get("entgan.holdout_images"),
             "edges": tags.get("entgan.edges"),
@@ -63,13 +64,15 @@ def format_status(status: dict, history: bool = True) -> str:
                 detail = f" - {c['detail']}" if c["detail"] else ""
                 lines.append(f"      {_when(c['at'])}  {c['stage']:<6} {c['state']}{where}{detail}{error}")
     lines.append("")
-    lines.append(f"  {'type':<10} {'champion':<9} {'latest':<7} {'FID':<8} {'images':<12} {'from':<12} last gate")
+    heads = "".join(f"{c:<10} " for c in metric_columns(before=False))
+    lines.append(f"  {'type':<10} {'champion':<9} {'latest':<7} {heads}{'images':<12} {'from':<12} last gate")
     for t, info in sorted(status["types"].items()):
         images = f"{info['train_images'] or '-'}+{info['holdout_images'] or '-'}"
         champion = f"v{info['champion']}" if info["champion"] else "-"
         latest = f"v{info['latest']}" if info["latest"] else "-"
+        cells = "".join(f"{c:<10} " for c in metric_cells(info["metrics"], before=False))
         lines.append(
-            f"  {t:<10} {champion:<9} {latest:<7} {info['fid'] or '-':<8} {images:<12} "
+            f"  {t:<10} {champion:<9} {latest:<7} {cells}{images:<12} "
             f"{info['parent_task'] or '-':<12} {info['gate'] or '-'}"
         )
     return "\n".join(lines)

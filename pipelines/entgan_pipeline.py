@@ -4,6 +4,9 @@
     -> round 1..R: train at each edge (ParallelFor) -> aggregate in the cloud
     -> federated evaluation: eval at each edge (ParallelFor) -> evaluate -> deploy
 
+The tasks and their inputs are listed once, in `entgan.steps.wiring.describe`; this module
+builds that description with KFP (the in-process runner, `entgan.steps.local`, builds it too).
+
 Every edge task runs on its own node: the ParallelFor items are the edges' node selectors
 (`entgan.io/edge: <name>` plus the job's extra labels), produced by the `create job` task and
 applied with `add_node_selector_json`, plus a GPU request and a toleration for tainted edge
@@ -22,6 +25,7 @@ from kfp import compiler, dsl, kubernetes
 
 from components import build
 from entgan.config import JobSpec
+from entgan.steps.wiring import describe
 from entgan.storage import CONFIG_NAME, ENDPOINT_ENVS, KEY_ENV, SECRET_ENV, SECRET_NAME
 
 EDGE_TAINT_KEY = "node-role.kubernetes.io/edge"  # KubeEdge's taint on edge nodes
@@ -45,9 +49,58 @@ def _pin_to_edge(task, edge_selector, gpus: int) -> None:
 
 def _retry(task):
     """Retry a task that dies (pod killed, node lost, evicted) with backoff: 30 s, then 60 s.
-    An edge task's own errors do not fail it (steps.run_edge_task writes a failure record and
+    An edge task's own errors do not fail it (run_edge_task writes a failure record and
     the round goes on without that edge); the deploy step is idempotent, so it may rerun."""
     return task.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="300s")
+
+
+class _Task:
+    """A KFP task as `wiring.describe` sees it."""
+
+    def __init__(self, task) -> None:
+        self.task = task
+
+    def out(self, name: str):
+        return self.task.outputs[name]
+
+    def collected(self, name: str):
+        return dsl.Collected(self.task.outputs[name])
+
+
+class _KfpBuilder:
+    """Builds `wiring.describe` with KFP: components, loops over the edges, the trigger, the
+    exit handler, display names, node pinning and retries."""
+
+    def __init__(self, c, job_json, gpus: int) -> None:
+        self.c, self.job_json, self.gpus = c, job_json, gpus
+        self.run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # components find the job's MLflow run by it
+
+    def _inputs(self, round_number: int, inputs: dict) -> dict:
+        return {**({"round_number": round_number} if round_number else {}), **inputs}
+
+    def cloud(self, task: str, display: str, retry: bool = False, round_number: int = 0, **inputs) -> _Task:
+        made = getattr(self.c, task)(job=self.job_json, kfp_run_id=self.run_id, **self._inputs(round_number, inputs))
+        made.set_display_name(display)
+        if retry:
+            _retry(made)
+        return _Task(made)
+
+    def each_edge(self, created: _Task, task: str, display: str, gpus: bool = False, round_number: int = 0,
+                  **inputs) -> _Task:
+        with dsl.ParallelFor(created.out("Output")) as edge:
+            made = getattr(self.c, task)(job=self.job_json, edge=edge, kfp_run_id=self.run_id,
+                                         **self._inputs(round_number, inputs)).set_display_name(display)
+            _pin_to_edge(made, edge, self.gpus if gpus else 0)
+        return _Task(made)
+
+    def if_trained(self, planned: _Task, body) -> None:
+        with dsl.If(planned.out("Output") == "train", name="trigger-met"):
+            body()
+
+    def exit_handler(self, task: str, display: str, body) -> None:
+        finish = getattr(self.c, task)(job=self.job_json, kfp_run_id=self.run_id).set_display_name(display)
+        with dsl.ExitHandler(finish, name="lifecycle"):
+            body()
 
 
 def build_pipeline(job: JobSpec):
@@ -72,85 +125,9 @@ def build_pipeline(job: JobSpec):
                 the trigger or `deploy.max_fid`); the edges and `train.rounds` shape the compiled
                 pipeline, so change those in the job file and compile again.
         """
-        finish = c.finish(job=job_json, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name("finish")
-        with dsl.ExitHandler(finish, name="lifecycle"):
-            run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # components find the job's MLflow run by it
-            created = c.create_job(job=job_json, kfp_run_id=run_id).set_display_name("create job")
-            edges = created.outputs["Output"]
-            with dsl.ParallelFor(edges) as edge:
-                inspect = c.inspect_edge(
-                    job=job_json, edge=edge, kfp_run_id=run_id, snapshot=created.outputs["snapshot"]
-                ).set_display_name("inspect edge (each edge)")
-                _pin_to_edge(inspect, edge, gpus=0)
-            plan = c.plan(
-                job=job_json,
-                kfp_run_id=run_id,
-                reports=dsl.Collected(inspect.outputs["report"]),
-                snapshot=created.outputs["snapshot"],
-            ).set_display_name("plan")
-            with dsl.If(plan.outputs["Output"] == "train", name="trigger-met"):
-                _train_eval_deploy(c, job, job_json, edges, run_id, plan, gpus)
+        describe(_KfpBuilder(c, job_json, gpus), rounds)
 
     return pipeline
-
-
-def _train_eval_deploy(c, job: JobSpec, job_json, edges, run_id, plan, gpus: int) -> None:
-    """The train, eval and deploy stages (only when the trigger is met)."""
-    state = plan.outputs["global_state"]
-    for r in range(1, job.train.rounds + 1):
-        with dsl.ParallelFor(edges) as edge:
-            train = c.train_edge(
-                job=job_json,
-                edge=edge,
-                kfp_run_id=run_id,
-                round_number=r,
-                plan=plan.outputs["plan"],
-                global_state=state,
-            ).set_display_name(f"train round {r} (each edge)")
-            _pin_to_edge(train, edge, gpus)
-        aggregate = c.aggregate(
-            job=job_json,
-            kfp_run_id=run_id,
-            round_number=r,
-            plan=plan.outputs["plan"],
-            global_state=state,
-            updates=dsl.Collected(train.outputs["update"]),
-        ).set_display_name(f"aggregate round {r}")
-        state = aggregate.outputs["new_state"]
-    prepare = c.prepare_eval(
-        job=job_json,
-        kfp_run_id=run_id,
-        plan=plan.outputs["plan"],
-        initial_state=plan.outputs["global_state"],
-        global_state=state,
-    ).set_display_name("prepare eval")
-    with dsl.ParallelFor(edges) as edge:
-        evaluation = c.eval_edge(
-            job=job_json,
-            edge=edge,
-            kfp_run_id=run_id,
-            plan=plan.outputs["plan"],
-            global_state=state,
-            kit=prepare.outputs["kit"],
-        ).set_display_name("eval (each edge)")
-        _pin_to_edge(evaluation, edge, gpus=0)
-    scores = c.evaluate(
-        job=job_json,
-        kfp_run_id=run_id,
-        plan=plan.outputs["plan"],
-        initial_state=plan.outputs["global_state"],
-        global_state=state,
-        stats=dsl.Collected(evaluation.outputs["stats"]),
-    ).set_display_name("evaluate")
-    deploy = c.deploy(
-        job=job_json,
-        kfp_run_id=run_id,
-        plan=plan.outputs["plan"],
-        global_state=state,
-        report=scores.outputs["report"],
-        real_stats=scores.outputs["real_stats"],
-    ).set_display_name("deploy")
-    _retry(deploy)
 
 
 def compile_job(job: JobSpec, output: str | Path) -> Path:

@@ -10,7 +10,8 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from entgan.registry import TaskLibrary
-from entgan.steps import step_create_job
+from entgan.steps.common import TaskContext
+from entgan.steps.job import CreateFiles, create_job
 from entgan.config import DEFAULT_IMAGE, EDGE_LABEL, load_job, parse_job
 from pipelines.entgan_pipeline import EDGE_TAINT_KEY, compile_job
 
@@ -76,7 +77,7 @@ def test_every_edge_task_is_pinned_to_its_own_node(compiled, tmp_path_factory):
     # ... and `create job` turns the job into exactly one selector per edge, each its own.
     state = tmp_path_factory.mktemp("state")
     library = TaskLibrary(f"sqlite:///{state / 'mlflow.db'}", job.name, (state / "artifacts").as_uri())
-    items = step_create_job(job, "kfp-run-1", library, state / "snapshot.safetensors")
+    items = create_job(TaskContext(job, "kfp-run-1", library), CreateFiles(state / "snapshot.safetensors"))
     assert items == [{EDGE_LABEL: e.name, **e.node_selector} for e in job.edges]
     assert items[0] == {EDGE_LABEL: "edge-1", "kubernetes.io/hostname": "robot-dock-1"}
     assert len({json.dumps(i, sort_keys=True) for i in items}) == len(job.edges)

@@ -5,7 +5,9 @@ from entgan import strategies
 from entgan.config import EvalSpec, TrainSpec, parse_job
 from entgan.data import DataError, EdgeReport, TypeCounts
 from entgan.evaluate import FeatureStats
-from entgan.steps import _champion_set, apply_trigger, gate, make_plan, nearest_task
+from entgan.scoring import champion_set as _champion_set
+from entgan.steps.deploy import gate
+from entgan.steps.plan import apply_trigger, make_plan, nearest_task
 
 
 def _job(**kw):

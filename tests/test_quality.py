@@ -6,11 +6,11 @@ import torch
 from pydantic import ValidationError
 
 from entgan.models import Generator
+from entgan.config import DeploySpec
+from entgan.metrics import gate_decision
 from entgan.quality import (
-    GateRules,
     cas_counts,
     cas_from_counts,
-    gate_decision,
     knn_radii,
     precision_recall,
     train_cas_classifier,
@@ -188,7 +188,7 @@ CHAMPION = {"fid": 4.02, "precision": 0.7, "recall": 0.5, "cas": 0.85}
 
 
 def test_default_rules_promote_a_better_candidate_and_say_why():
-    promote, reasons = gate_decision(GOOD, CHAMPION, GateRules())
+    promote, reasons = gate_decision(GOOD, CHAMPION, DeploySpec())
 
     assert promote
     assert reasons == [
@@ -198,7 +198,7 @@ def test_default_rules_promote_a_better_candidate_and_say_why():
 
 
 def test_first_version_passes_the_comparing_rules():
-    promote, reasons = gate_decision(GOOD, None, GateRules())
+    promote, reasons = gate_decision(GOOD, None, DeploySpec())
 
     assert promote
     assert "no champion" in reasons[0] and "no champion" in reasons[1]
@@ -207,24 +207,24 @@ def test_first_version_passes_the_comparing_rules():
 @pytest.mark.parametrize(
     ("rules", "candidate", "passes", "reason"),
     [
-        (GateRules(cas_must_not_drop=False), {"fid": 4.5}, False, "FID 4.50 does not beat the champion's 4.02"),
-        (GateRules(cas_must_not_drop=False), {"fid": 4.02}, False, "does not beat"),
-        (GateRules(fid_must_not_rise=False, cas_must_not_drop=False, max_fid=5.0), {"fid": 4.5}, True,
+        (DeploySpec(cas_must_not_drop=False), {"fid": 4.5}, False, "FID 4.50 does not beat the champion's 4.02"),
+        (DeploySpec(cas_must_not_drop=False), {"fid": 4.02}, False, "does not beat"),
+        (DeploySpec(fid_must_not_rise=False, cas_must_not_drop=False, max_fid=5.0), {"fid": 4.5}, True,
          "FID 4.50 is within the ceiling 5.00"),
-        (GateRules(fid_must_not_rise=False, cas_must_not_drop=False, max_fid=4.0), {"fid": 4.5}, False,
+        (DeploySpec(fid_must_not_rise=False, cas_must_not_drop=False, max_fid=4.0), {"fid": 4.5}, False,
          "FID 4.50 is above the ceiling 4.00"),
-        (GateRules(cas_must_not_drop=False, min_recall=0.2), {"fid": 1.0, "recall": 0.12}, False,
+        (DeploySpec(cas_must_not_drop=False, min_recall=0.2), {"fid": 1.0, "recall": 0.12}, False,
          "recall 0.12 is below the floor 0.20"),
-        (GateRules(cas_must_not_drop=False, min_recall=0.2), {"fid": 1.0, "recall": 0.2}, True,
+        (DeploySpec(cas_must_not_drop=False, min_recall=0.2), {"fid": 1.0, "recall": 0.2}, True,
          "recall 0.20 meets the floor 0.20"),
-        (GateRules(cas_must_not_drop=False, min_precision=0.5), {"fid": 1.0, "precision": 0.4}, False,
+        (DeploySpec(cas_must_not_drop=False, min_precision=0.5), {"fid": 1.0, "precision": 0.4}, False,
          "precision 0.40 is below the floor 0.50"),
-        (GateRules(cas_must_not_drop=False, min_precision=0.5), {"fid": 1.0, "precision": 0.6}, True,
+        (DeploySpec(cas_must_not_drop=False, min_precision=0.5), {"fid": 1.0, "precision": 0.6}, True,
          "precision 0.60 meets the floor 0.50"),
-        (GateRules(), {"fid": 1.0, "cas": 0.80}, False,
+        (DeploySpec(), {"fid": 1.0, "cas": 0.80}, False,
          "CAS 0.80 drops below the champion's 0.85 minus the tolerance 0.00"),
-        (GateRules(cas_tolerance=0.05), {"fid": 1.0, "cas": 0.80}, True, "CAS 0.80 holds against the champion's 0.85"),
-        (GateRules(), {"fid": 4.019, "cas": 0.9}, True, "FID 4.019 beats the champion's 4.020"),
+        (DeploySpec(cas_tolerance=0.05), {"fid": 1.0, "cas": 0.80}, True, "CAS 0.80 holds against the champion's 0.85"),
+        (DeploySpec(), {"fid": 4.019, "cas": 0.9}, True, "FID 4.019 beats the champion's 4.020"),
     ],
 )
 def test_each_rule_passes_and_fails(rules, candidate, passes, reason):
@@ -235,7 +235,7 @@ def test_each_rule_passes_and_fails(rules, candidate, passes, reason):
 
 
 def test_one_failing_rule_blocks_promotion_and_every_rule_reports():
-    rules = GateRules(max_fid=10.0, min_precision=0.5, min_recall=0.7)
+    rules = DeploySpec(max_fid=10.0, min_precision=0.5, min_recall=0.7)
 
     promote, reasons = gate_decision(GOOD, CHAMPION, rules)
 
@@ -246,25 +246,25 @@ def test_one_failing_rule_blocks_promotion_and_every_rule_reports():
 
 def test_nan_metrics_never_pass():
     nan = float("nan")
-    assert not gate_decision({"fid": nan, "cas": 0.9}, CHAMPION, GateRules())[0]
-    assert not gate_decision({"fid": nan, "cas": 0.9}, None, GateRules())[0]
-    assert not gate_decision({"fid": 1.0, "cas": nan}, CHAMPION, GateRules())[0]
-    assert not gate_decision({"fid": 1.0, "recall": nan}, None, GateRules(cas_must_not_drop=False, min_recall=0.1))[0]
+    assert not gate_decision({"fid": nan, "cas": 0.9}, CHAMPION, DeploySpec())[0]
+    assert not gate_decision({"fid": nan, "cas": 0.9}, None, DeploySpec())[0]
+    assert not gate_decision({"fid": 1.0, "cas": nan}, CHAMPION, DeploySpec())[0]
+    assert not gate_decision({"fid": 1.0, "recall": nan}, None, DeploySpec(cas_must_not_drop=False, min_recall=0.1))[0]
 
 
 def test_a_metric_an_active_rule_needs_must_be_there():
     with pytest.raises(ValueError, match="no 'recall'.*turn its rule off"):
-        gate_decision({"fid": 1.0, "cas": 0.9}, CHAMPION, GateRules(min_recall=0.1))
+        gate_decision({"fid": 1.0, "cas": 0.9}, CHAMPION, DeploySpec(min_recall=0.1))
     with pytest.raises(ValueError, match="candidate's metrics have no 'fid'"):
-        gate_decision({"cas": 0.9}, None, GateRules())
+        gate_decision({"cas": 0.9}, None, DeploySpec())
 
 
 def test_rules_validate_like_the_job_file():
     with pytest.raises(ValidationError):
-        GateRules(min_recall=1.5)
+        DeploySpec(min_recall=1.5)
     with pytest.raises(ValidationError):
-        GateRules.model_validate({"max_fdi": 3.0})  # a misspelt rule is an error, not ignored
-    assert all(f.description for f in GateRules.model_fields.values())
+        DeploySpec.model_validate({"max_fdi": 3.0})  # a misspelt rule is an error, not ignored
+    assert all(f.description for f in DeploySpec.model_fields.values())
 
 
 def _sweep(count: int):
@@ -280,7 +280,7 @@ def _sweep(count: int):
         }
         flags = itertools.product([None, 0.0], [None, 0.0], [True, False])
         for max_fid_off, floor, cas_rule in flags:
-            rules = GateRules(
+            rules = DeploySpec(
                 max_fid=None if max_fid_off is None else 1000.0,
                 min_precision=floor,
                 min_recall=floor,

@@ -12,7 +12,12 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from entgan import steps
+from entgan.steps import records
+from entgan.steps.common import TaskContext
+from entgan.steps.deploy import deploy
+from entgan.steps.plan import Plan
+from entgan.steps.records import EDGE_FAILURE, record, run_edge_task, split_failures
+from entgan.steps.train import AggregateFiles, aggregate
 from entgan.aggregate import AggregationError
 from entgan.bundle import BundleHeader, load_bundle, pack, save_bundle
 from entgan.config import parse_job
@@ -67,9 +72,9 @@ def test_a_crashed_edge_is_left_out_and_the_round_goes_on(crashed):
     metric = client.get_metric_history(library.run_for(crashed.kfp_run_id), "failed_edges")
     assert {int(m.step): m.value for m in metric} == {1: 0.0, 2: 1.0}
     # Assert: edge-3 was planned out (it trains nothing), edge-2 only missed round 2
-    plan = steps.Plan.load(crashed.work / "plan")
+    plan = Plan.load(crashed.work / "plan")
     assert "edge-3" in plan.failed_edges and plan.assignments.get("edge-3") is None
-    assert load_bundle(crashed.work / "update-2-edge-2").header.kind == steps.EDGE_FAILURE
+    assert load_bundle(crashed.work / "update-2-edge-2").header.kind == EDGE_FAILURE
 
 
 def test_below_min_edges_the_round_fails_cleanly_and_nothing_is_registered(demo_edges, tmp_path):
@@ -98,7 +103,7 @@ def test_a_retried_deploy_creates_no_duplicate_version(crashed):
     before = {t: [v.version for v in library.versions(t)] for t in crashed.summary["types"]}
     evaluators = len(library.versions("evaluator"))
     # Execute: the deploy task runs again for the same run (a KFP retry)
-    again = steps.step_deploy(*crashed.deploy_args)
+    again = deploy(*crashed.deploy_args)
     # Assert
     assert {t: [v.version for v in library.versions(t)] for t in before} == before
     assert len(library.versions("evaluator")) == evaluators
@@ -156,13 +161,14 @@ def test_bad_bundles_are_refused_and_their_edges_left_out(crashed, tmp_path):
     open(tampered, "wb").write(bytes(raw))
     bad = [send("edge-nan", nan), send("edge-wrong", wrong), send("edge-stale", groups, round_=7), tampered]
     # Execute
-    metrics = steps.step_aggregate(crashed.job, work / "plan", work / "state-0", good + bad, 1, tmp_path / "out")
+    metrics = aggregate(TaskContext(crashed.job, round=1),
+                        AggregateFiles(work / "plan", work / "state-0", good + bad, tmp_path / "out"))
     # Assert: aggregated from the two good edges only; every refusal named
     assert metrics["failed_edges"] == 4.0
     new_state = load_bundle(tmp_path / "out").groups()
     assert new_state.keys() == state.keys()
     assert all(torch.isfinite(t).all() for s in new_state.values() for t in s.values() if t.is_floating_point())
-    _, _, reasons = steps.split_failures(bad)  # the two that fail verification; the others fail checks later
+    _, _, reasons = split_failures(bad)  # the two that fail verification; the others fail checks later
     assert sorted(reasons) == ["edge-nan", "edge-tampered"]
     assert "NaN or infinite" in reasons["edge-nan"] and "checksum mismatch" in reasons["edge-tampered"]
 
@@ -170,7 +176,7 @@ def test_bad_bundles_are_refused_and_their_edges_left_out(crashed, tmp_path):
 def test_transient_errors_are_retried_with_backoff_then_recorded(tiny_job, tmp_path, monkeypatch):
     # Prepare: a task that loses its connection twice, then works; another that always does
     waits = []
-    monkeypatch.setattr(steps.time, "sleep", waits.append)
+    monkeypatch.setattr(records.time, "sleep", waits.append)
     calls = []
 
     def flaky():
@@ -180,7 +186,7 @@ def test_transient_errors_are_retried_with_backoff_then_recorded(tiny_job, tmp_p
         return "done"
 
     # Execute / Assert: two retries with doubling delays, then success; nothing written
-    assert steps.run_edge_task(tiny_job, "no-run", Stage.TRAIN, "edge-1", tmp_path / "a", flaky) == "done"
+    assert run_edge_task(tiny_job, "no-run", Stage.TRAIN, "edge-1", tmp_path / "a", flaky) == "done"
     assert waits == [2.0, 4.0] and not (tmp_path / "a").exists()
 
     # Execute / Assert: a permanent error is not retried and becomes a failure record
@@ -190,9 +196,9 @@ def test_transient_errors_are_retried_with_backoff_then_recorded(tiny_job, tmp_p
         calls.append(1)
         raise ValueError("bad weights")
 
-    assert steps.run_edge_task(tiny_job, "no-run", Stage.TRAIN, "edge-1", tmp_path / "b", broken, round_=3) is None
+    assert run_edge_task(tiny_job, "no-run", Stage.TRAIN, "edge-1", tmp_path / "b", broken, round_=3) is None
     record = load_bundle(tmp_path / "b")
-    assert len(calls) == 1 and record.header.kind == steps.EDGE_FAILURE and record.header.round == 3
+    assert len(calls) == 1 and record.header.kind == EDGE_FAILURE and record.header.round == 3
     assert record.header.edge == "edge-1" and record.header.extra["error"] == "ValueError: bad weights"
 
 
@@ -217,7 +223,7 @@ def test_a_retried_step_records_no_state_twice(crashed):
     library = library_for(crashed.job)
     run_id = library.run_for(crashed.kfp_run_id)
     before = len(library.states(run_id))
-    steps.record(library, run_id, Stage.EVAL, State.READY, State.STARTING, State.RUNNING)
+    record(library, run_id, Stage.EVAL, State.READY, State.STARTING, State.RUNNING)
     assert len(library.states(run_id)) == before
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 from safetensors.torch import save_file
 
-from entgan import steps
+from entgan.steps.records import run_edge_task
 from entgan.bundle import BundleError, BundleHeader, load_bundle, pack, save_bundle
 from entgan.cli import run_local
 from entgan.config import parse_job
@@ -135,7 +135,7 @@ def test_errors_recorded_for_an_edge_are_redacted(tiny_job, tmp_path, monkeypatc
         raise RuntimeError(f"PUT failed: X-Amz-Secret={SECRETS['AWS_SECRET_ACCESS_KEY']} token {SECRETS['KFP_TOKEN']}")
 
     # Execute
-    steps.run_edge_task(tiny_job, "no-run", Stage.TRAIN, "edge-1", tmp_path / "f", leaky, round_=1)
+    run_edge_task(tiny_job, "no-run", Stage.TRAIN, "edge-1", tmp_path / "f", leaky, round_=1)
     # Assert
     error = load_bundle(tmp_path / "f").header.extra["error"]
     assert "X-Amz-Secret=*** token ***" in error and not any(s in error for s in SECRETS.values())
