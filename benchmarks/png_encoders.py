@@ -1,6 +1,6 @@
 """PNG encoding: EntGAN's own encoder against `torchvision.io.encode_png` and PIL.
 
-`entgan generate` writes its PNGs with `entgan.generate._pngs` (no row filter, zlib level from
+`entgan generate` writes its PNGs with `entgan.generate.pngs` (no row filter, zlib level from
 `png_level`: stored for 32x32, level 1 above). This compares it, on the same smooth uint8 images
 and one thread, with torchvision's libpng encoder at several levels and with PIL's `Image.save`;
 every encoder's output is checked to read back pixel-exact with PIL first.
@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torchvision.io import encode_png
 
-from entgan.generate import _pngs, png_level
+from entgan.generate import png_level, pngs
 
 
 def _median_seconds(fn, repeats: int = 5) -> float:
@@ -56,7 +56,7 @@ def compare(size: int, count: int) -> dict[str, tuple[float, float]]:
     hwc = chw.permute(0, 2, 3, 1).contiguous().numpy()
     level = png_level(size, size)
     encoders = {
-        f"entgan _pngs (level {level})": lambda: list(_pngs(hwc)),
+        f"entgan pngs (level {level})": lambda: list(pngs(hwc)),
         **{f"torchvision encode_png level {c}": (lambda c=c: [encode_png(t, compression_level=c).numpy().tobytes()
                                                                for t in chw]) for c in sorted({level, 1, 6})},
         f"PIL Image.save (level {level})": lambda: [_pil(t, level) for t in hwc],
