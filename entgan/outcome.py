@@ -114,7 +114,11 @@ def decide(history: list[StateChange], pipeline_state: str, error: str = "",
     said = f"{pipeline_state or 'nothing'}: {error}" if error else (pipeline_state or "nothing")
     was = states[stopped].value if states[stopped] else "unrecorded"
     why = f"{_WHY[backend_state(pipeline_state)]} (the pipeline reported {said})"
-    dead = lost_reasons((lost or {}).get(stopped, {}))
+    running = (lost or {}).get(stopped, {})
+    if running and backend_state(pipeline_state) is Backend.CANCELED:  # canceled, not dead
+        return Outcome(False, f"stage {stopped.value} stopped at {was}: {why}; still running then: "
+                       f"{', '.join(sorted(running))}", failed_stage=stopped)
+    dead = lost_reasons(running)
     if dead:
         why = f"{'; '.join(dead.values())}: the run cannot go on without it (the pipeline reported {said})"
     return Outcome(False, f"stage {stopped.value} stopped at {was}: {why}", failed_stage=stopped, lost=dead)

@@ -87,7 +87,7 @@ class EdgeProgress:
     when it ends. A pod that is killed (out of memory, evicted, node lost) leaves Running behind,
     which is how `finish` names the edge (`lost_edges`). One run tag per stage and edge, holding
     only the last mark (a tag, not a stage-state record: it is overwritten every round).
-    Best effort: an edge that cannot reach MLflow still does its work."""
+    Best effort: an edge that cannot reach MLflow still does its work (and stops trying)."""
 
     job: JobSpec
     kfp_run_id: str | None
@@ -96,8 +96,11 @@ class EdgeProgress:
     round: int = 0
     library: object = None
     _run_id: str | None = None
+    _unreachable: bool = False
 
     def mark(self, state: State) -> None:
+        if self._unreachable:
+            return
         try:
             if self.library is None:
                 from entgan.registry import library_for
@@ -107,6 +110,7 @@ class EdgeProgress:
             value = json.dumps({"state": state.value, "round": self.round, "at": _now()})
             self.library.tag_run(self._run_id, {f"{EDGE_PROGRESS_TAG}.{self.stage.value}.{self.edge}": value})
         except Exception as err:  # noqa: BLE001 - progress marks never fail the edge's work
+            self._unreachable = True
             log(f"{self.edge}: could not mark {state.value} in MLflow: {redact(str(err))}")
 
 
