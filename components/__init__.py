@@ -14,6 +14,7 @@ from components import cloud, edge
 @dataclass(frozen=True)
 class Components:
     create_job: object
+    edge_gpus: object
     inspect_edge: object
     plan: object
     train_edge: object
@@ -32,6 +33,7 @@ def build(image: str) -> Components:
 
     return Components(
         create_job=wrap(cloud.create_job),
+        edge_gpus=wrap(cloud.edge_gpus),
         inspect_edge=wrap(edge.inspect_edge),
         plan=wrap(cloud.plan),
         train_edge=wrap(edge.train_edge),

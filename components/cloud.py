@@ -1,4 +1,4 @@
-"""Cloud components: create job, plan, aggregate, prepare eval, evaluate, deploy, finish.
+"""Cloud components: create job, edge GPUs, plan, aggregate, prepare eval, evaluate, deploy, finish.
 
 Thin adapters over `entgan.steps`: parse the job, call one stage function with its files,
 report KFP metrics. Imports live inside the bodies (KFP ships each on its own).
@@ -18,6 +18,15 @@ def create_job(job: str, kfp_run_id: str, snapshot: Output[Artifact]) -> List[di
     ctx = cloud_context(job, kfp_run_id)
     print(f"job {ctx.job.name}: {len(ctx.job.edges)} edges, {ctx.job.train.rounds} rounds of {ctx.job.train.strategy}")
     return create_job(ctx, CreateFiles(snapshot.path))
+
+
+def edge_gpus(job: str, edge: dict) -> str:
+    """The GPUs the edge's job entry asks for, as the string its training task's accelerator
+    limit reads at run time (one tiny task per edge and round, only in a job whose edges ask
+    for different counts; see pipelines/entgan_pipeline.py)."""
+    from entgan.config import EDGE_LABEL, JobSpec
+
+    return str(JobSpec.model_validate_json(job).edge(edge[EDGE_LABEL]).gpus)
 
 
 def plan(job: str, kfp_run_id: str, reports: Input[List[Artifact]], snapshot: Input[Artifact],

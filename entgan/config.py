@@ -142,7 +142,7 @@ class EdgeSpec(_Strict):
 
 class TrainSpec(_Strict):
     strategy: Literal["entgan", "fedgan"] = "entgan"
-    rounds: int = Field(default=4, ge=1, le=200)
+    rounds: int = Field(default=4, ge=1, le=64)  # the most that fit the KFP backend (test_pipeline_compile.py)
     local_steps: int = Field(default=100, ge=1, description="D+G steps per edge per round")
     cloud_steps: int | None = Field(
         default=None, ge=1, description="global G steps per round (entgan); default local_steps/50"

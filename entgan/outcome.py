@@ -19,7 +19,9 @@ So the tasks' own records decide: all stages Completed is a trained run, the tra
 Waiting by a trigger that was not met is a checked run (both succeed, whatever the backend
 says); a stage a task marked Failed is a failed run; otherwise the first stage that did not
 complete is where the run stopped (a pod killed, a task that crashed before it could record),
-and the backend's status only explains why.
+and the backend's status only explains why. An edge whose task marked itself Running and never
+finished (`entgan.steps.records.lost_edges`) is named: its pod died, and the backend cannot go
+on without it (a failed loop iteration stops the round; docs/kubeflow-backend-notes.md, §4).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class Outcome:
     succeeded: bool
     reason: str
     failed_stage: Stage | None = None  # a stage that stopped without recording its failure
+    lost: dict[str, str] | None = None  # edge -> why it is lost (its pod died), in failed_stage
 
     @property
     def run_status(self) -> str:
@@ -87,8 +90,18 @@ def _trigger_not_met(history: list[StateChange]) -> bool:
     return bool(train) and train[-1].state is State.WAITING and train[-1].detail.startswith(TRIGGER_NOT_MET)
 
 
-def decide(history: list[StateChange], pipeline_state: str, error: str = "") -> Outcome:
-    """The run's outcome from its stage records; `pipeline_state` / `error` only explain a failure."""
+POD_DIED = "pod died (OOM, eviction or lost node)"
+
+
+def lost_reasons(lost: dict[str, int]) -> dict[str, str]:
+    """{edge: round} of edges whose task never finished -> {edge: why, in words}."""
+    return {edge: f"{edge}'s {POD_DIED}" + (f" in round {r}" if r else "") for edge, r in sorted(lost.items())}
+
+
+def decide(history: list[StateChange], pipeline_state: str, error: str = "",
+           lost: dict[Stage, dict[str, int]] | None = None) -> Outcome:
+    """The run's outcome from its stage records; `pipeline_state` / `error` only explain a failure.
+    `lost`: per stage, the edges whose task started and never finished (-> round)."""
     states = current_states(history)
     if all(states[s] is State.COMPLETED for s in Stage):
         return Outcome(True, "trained, evaluated and deployed (every stage Completed)")
@@ -101,4 +114,11 @@ def decide(history: list[StateChange], pipeline_state: str, error: str = "") -> 
     said = f"{pipeline_state or 'nothing'}: {error}" if error else (pipeline_state or "nothing")
     was = states[stopped].value if states[stopped] else "unrecorded"
     why = f"{_WHY[backend_state(pipeline_state)]} (the pipeline reported {said})"
-    return Outcome(False, f"stage {stopped.value} stopped at {was}: {why}", failed_stage=stopped)
+    running = (lost or {}).get(stopped, {})
+    if running and backend_state(pipeline_state) is Backend.CANCELED:  # canceled, not dead
+        return Outcome(False, f"stage {stopped.value} stopped at {was}: {why}; still running then: "
+                       f"{', '.join(sorted(running))}", failed_stage=stopped)
+    dead = lost_reasons(running)
+    if dead:
+        why = f"{'; '.join(dead.values())}: the run cannot go on without it (the pipeline reported {said})"
+    return Outcome(False, f"stage {stopped.value} stopped at {was}: {why}", failed_stage=stopped, lost=dead)

@@ -351,6 +351,14 @@ class TaskLibrary:
         self.set_champion(data_type, version)
         return True
 
+    def tag_run(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set (overwrite) tags of a run, e.g. an edge task's progress mark."""
+        for key, value in tags.items():
+            self._call("tag run", self.client.set_tag, run_id, key, value)
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self._call("read run", self.client.get_run, run_id).data.tags)
+
     def tag_version(self, data_type: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self._call(

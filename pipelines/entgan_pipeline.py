@@ -9,9 +9,22 @@ builds that description with KFP (the in-process runner, `entgan.steps.local`, b
 
 Every edge task runs on its own node: the ParallelFor items are the edges' node selectors
 (`entgan.io/edge: <name>` plus the job's extra labels), produced by the `create job` task and
-applied with `add_node_selector_json`, plus a GPU request and a toleration for tainted edge
-nodes. (The items come from a task because KFP turns the keys of literal dict items into
-Python variables, and label keys such as `kubernetes.io/hostname` are not legal names.)
+applied with `add_node_selector_json`, plus a toleration for tainted edge nodes. (The items
+come from a task because KFP turns the keys of literal dict items into Python variables, and
+label keys such as `kubernetes.io/hostname` are not legal names.)
+
+Each training task requests exactly its own edge's GPUs. When all edges ask for the same
+count, that count is compiled in. When they differ, a tiny `edge gpus` task in each loop
+iteration returns the edge's count as a string and the training task's accelerator limit
+reads it (`set_accelerator_limit(<channel>)`: the backend's driver resolves the channel to the
+task's input string value and sets `limits: nvidia.com/gpu` from it; a field of a loop item
+does not compile, and nested loops with one `Collected` fail under kfp.local; see
+docs/kubeflow-backend-notes.md, section 3).
+
+Edge tasks get a pod deadline (`kubernetes.set_timeout`: a pod that hangs once running is
+stopped) and the whole run a workflow deadline (`PipelineConfig(active_deadline_seconds)`: a
+pod that no node accepts stays Pending, which a pod deadline does not count). Caching is off
+on every task: each one reads or writes the task library or the edges.
 
 In the Kubeflow UI every task has a display name ("train round 2 (each edge)", "aggregate round
 2"); KFP cannot name a loop iteration after its item (kubeflow/pipelines#14008), so the edge of
@@ -19,6 +32,7 @@ an iteration is in its inputs and logs. The loops keep KFP's own names: a `Paral
 whose outputs are `Collected` fails to resolve on the KFP backend (kubeflow/pipelines#13239).
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
@@ -29,10 +43,27 @@ from entgan.steps.wiring import describe
 from entgan.storage import CONFIG_NAME, ENDPOINT_ENVS, KEY_ENV, SECRET_ENV, SECRET_NAME
 
 EDGE_TAINT_KEY = "node-role.kubernetes.io/edge"  # KubeEdge's taint on edge nodes
+GPU = "nvidia.com/gpu"
 
 
-def _pin_to_edge(task, edge_selector, gpus: int) -> None:
-    """Place an edge task on its edge node: node selector, toleration, GPU request."""
+@dataclass(frozen=True)
+class Deadlines:
+    """How long things may take on a cluster. `edge_task_s`: one edge task's pod, counted from
+    when it runs on its node (a hung training); `run_s`: the whole run, Pending pods included
+    (an edge that no node accepts). Both fail the run, and `finish` records where it stopped."""
+
+    edge_task_s: int = 6 * 3600
+    run_s: int = 24 * 3600
+
+
+def _no_cache(task):
+    """Every EntGAN task reads or writes the task library or the edges: never replay one from
+    KFP's cache (its run-id input already makes each run's fingerprint new; this says so)."""
+    return task.set_caching_options(False)
+
+
+def _pin_to_edge(task, edge_selector, timeout_s: int) -> None:
+    """Place an edge task on its edge node: node selector, toleration, credentials, deadline."""
     kubernetes.add_node_selector_json(task, node_selector_json=edge_selector)
     kubernetes.add_toleration(task, key=EDGE_TAINT_KEY, operator="Exists", effect="NoSchedule")
     # Edge data may live in S3/MinIO: credentials only from the Secret, the endpoint from a ConfigMap.
@@ -42,8 +73,8 @@ def _pin_to_edge(task, edge_selector, gpus: int) -> None:
     kubernetes.use_config_map_as_env(
         task, config_map_name=CONFIG_NAME, config_map_key_to_env={ENDPOINT_ENVS[0]: ENDPOINT_ENVS[0]}, optional=True
     )
-    if gpus:
-        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+    kubernetes.set_timeout(task, timeout_s)
+    _no_cache(task)
     _retry(task)
 
 
@@ -71,9 +102,20 @@ class _KfpBuilder:
     """Builds `wiring.describe` with KFP: components, loops over the edges, the trigger, the
     exit handler, display names, node pinning and retries."""
 
-    def __init__(self, c, job_json, gpus: int) -> None:
-        self.c, self.job_json, self.gpus = c, job_json, gpus
+    def __init__(self, c, job_json, job: JobSpec, deadlines: Deadlines) -> None:
+        self.c, self.job_json, self.deadlines = c, job_json, deadlines
+        self.gpu_counts = sorted({e.gpus for e in job.edges})
         self.run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # components find the job's MLflow run by it
+
+    def _request_gpus(self, task, edge) -> None:
+        """The training task's accelerator limit: its own edge's GPUs (see the module doc)."""
+        if len(self.gpu_counts) == 1:
+            if self.gpu_counts[0]:
+                task.set_accelerator_type(GPU).set_accelerator_limit(self.gpu_counts[0])
+            return
+        count = _no_cache(self.c.edge_gpus(job=self.job_json, edge=edge).set_display_name("GPUs of the edge"))
+        _retry(count)
+        task.set_accelerator_type(GPU).set_accelerator_limit(count.output)
 
     def _inputs(self, round_number: int, inputs: dict) -> dict:
         return {**({"round_number": round_number} if round_number else {}), **inputs}
@@ -81,6 +123,7 @@ class _KfpBuilder:
     def cloud(self, task: str, display: str, retry: bool = False, round_number: int = 0, **inputs) -> _Task:
         made = getattr(self.c, task)(job=self.job_json, kfp_run_id=self.run_id, **self._inputs(round_number, inputs))
         made.set_display_name(display)
+        _no_cache(made)
         if retry:
             _retry(made)
         return _Task(made)
@@ -90,7 +133,9 @@ class _KfpBuilder:
         with dsl.ParallelFor(created.out("Output")) as edge:
             made = getattr(self.c, task)(job=self.job_json, edge=edge, kfp_run_id=self.run_id,
                                          **self._inputs(round_number, inputs)).set_display_name(display)
-            _pin_to_edge(made, edge, self.gpus if gpus else 0)
+            _pin_to_edge(made, edge, self.deadlines.edge_task_s)
+            if gpus:
+                self._request_gpus(made, edge)
         return _Task(made)
 
     def if_trained(self, planned: _Task, body) -> None:
@@ -98,22 +143,21 @@ class _KfpBuilder:
             body()
 
     def exit_handler(self, task: str, display: str, body) -> None:
-        finish = getattr(self.c, task)(job=self.job_json, kfp_run_id=self.run_id).set_display_name(display)
+        finish = _no_cache(getattr(self.c, task)(job=self.job_json, kfp_run_id=self.run_id).set_display_name(display))
         with dsl.ExitHandler(finish, name="lifecycle"):
             body()
 
 
-def build_pipeline(job: JobSpec):
+def build_pipeline(job: JobSpec, deadlines: Deadlines = Deadlines()):
     """The pipeline function for `job` (pass it to the compiler or call it under kfp.local)."""
     c = build(job.image)
-    # One GPU request for all edge tasks (KFP sets it per task, not per loop iteration).
-    gpus = max(e.gpus for e in job.edges)
     rounds = job.train.rounds
 
     @dsl.pipeline(
         name=f"entgan-{job.name}",
         description=f"EntGAN job '{job.name}': federated GAN training on {len(job.edges)} edges, "
         f"{rounds} rounds of '{job.train.strategy}', evaluation and gated deploy.",
+        pipeline_config=dsl.PipelineConfig(active_deadline_seconds=deadlines.run_s),
     )
     def pipeline(job_json: str = job.model_dump_json()):
         """EntGAN: federated GAN training per data type, federated evaluation, gated deploy.
@@ -125,14 +169,18 @@ def build_pipeline(job: JobSpec):
                 the trigger or `deploy.max_fid`); the edges and `train.rounds` shape the compiled
                 pipeline, so change those in the job file and compile again.
         """
-        describe(_KfpBuilder(c, job_json, gpus), rounds)
+        describe(_KfpBuilder(c, job_json, job, deadlines), rounds)
 
     return pipeline
 
 
-def compile_job(job: JobSpec, output: str | Path) -> Path:
-    """Write the pipeline YAML of `job` (for upload to Kubeflow or a local run)."""
+def compile_job(job: JobSpec, output: str | Path, deadlines: Deadlines = Deadlines()) -> Path:
+    """Write the pipeline YAML of `job` (for upload to Kubeflow or a local run). Refuses (with
+    `entgan.kfp_client.KfpError`) a pipeline too big for the KFP backend (`check_package_size`)."""
+    from entgan.kfp_client import check_package_size
+
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(job), str(output))
+    compiler.Compiler().compile(build_pipeline(job, deadlines), str(output))
+    check_package_size(output)
     return output

@@ -84,3 +84,23 @@ def test_a_stage_its_task_marked_failed_is_not_marked_again():
 )
 def test_every_runner_value_has_a_meaning(value, meaning):
     assert backend_state(value) is meaning
+
+
+def test_an_edge_left_running_is_named_as_lost():
+    lost = {Stage.TRAIN: {"edge-3": 2}, Stage.EVAL: {"edge-1": 0}}
+    outcome = decide(CRASHED, "FAILED", lost=lost)
+    assert outcome.failed_stage is Stage.TRAIN and outcome.lost == {
+        "edge-3": "edge-3's pod died (OOM, eviction or lost node) in round 2"}
+    assert "edge-3's pod died" in outcome.reason and "edge-1" not in outcome.reason  # eval never started
+    canceled = decide(CRASHED, "CANCELED", lost=lost)
+    assert not canceled.lost and "canceled" in canceled.reason and "still running then: edge-3" in canceled.reason
+
+
+def test_lost_edges_are_those_whose_last_mark_is_running():
+    from entgan.steps.records import EDGE_PROGRESS_TAG, lost_edges
+
+    tags = {f"{EDGE_PROGRESS_TAG}.train.edge-1": '{"state": "Completed", "round": 2, "at": 1}',
+            f"{EDGE_PROGRESS_TAG}.train.edge.2": '{"state": "Running", "round": 2, "at": 1}',
+            f"{EDGE_PROGRESS_TAG}.eval.edge-3": '{"state": "Failed", "round": 0, "at": 1}',
+            "mlflow.runName": "x"}
+    assert lost_edges(tags) == {Stage.TRAIN: {"edge.2": 2}}

@@ -86,16 +86,115 @@ def test_every_edge_task_is_pinned_to_its_own_node(compiled, tmp_path_factory):
         assert "nodeSelector" not in executors.get(name, {})
 
 
-def test_training_tasks_request_gpus(compiled):
-    job, doc, *_ = compiled
-    train = _executors(doc, "train-edge")
-    assert len(train) == job.train.rounds
-    for spec in train.values():
-        accelerator = spec["container"]["resources"]["accelerator"]
+def _compile_with_gpus(tmp_path, gpus: list[int], rounds: int = 2):
+    data = yaml.safe_load((REPO / "jobs" / "demo.yaml").read_text())
+    data["edges"] = [{"name": f"edge-{i}", "data": f"/data/edge-{i}", "gpus": g} for i, g in enumerate(gpus, 1)]
+    data["train"]["rounds"] = rounds
+    job = parse_job(data)
+    pipeline_doc, platform_doc = yaml.safe_load_all(compile_job(job, tmp_path / "p.yaml").read_text())
+    return job, pipeline_doc, platform_doc
+
+
+def _dags(doc) -> dict:
+    """Every DAG of the pipeline (root, loops, conditions, the exit handler) by component name."""
+    return {"root": doc["root"]["dag"], **{k: c["dag"] for k, c in doc["components"].items() if "dag" in c}}
+
+
+def _accelerator(doc, task) -> dict:
+    executor = doc["components"][task["componentRef"]["name"]].get("executorLabel")
+    if executor is None:  # a loop or a condition
+        return {}
+    return doc["deploymentSpec"]["executors"][executor]["container"].get("resources", {}).get("accelerator", {})
+
+
+def test_each_training_task_requests_exactly_its_own_edges_gpus(tmp_path):
+    # Setup: a mixed fleet, edges with 0, 1 and 2 GPUs
+    job, doc, _ = _compile_with_gpus(tmp_path, [0, 1, 2])
+    trains = [(name, dag, key, t) for name, dag in _dags(doc).items() for key, t in dag["tasks"].items()
+              if key.startswith("train-edge")]
+    assert len(trains) == job.train.rounds
+    for name, dag, key, task in trains:
+        # The limit is read at run time from the `edge gpus` task of the same loop iteration ...
+        accelerator = _accelerator(doc, task)
         assert accelerator["resourceType"] == "nvidia.com/gpu"
-        assert accelerator["resourceCount"] == str(max(e.gpus for e in job.edges)) == "2"
-    for spec in {**_executors(doc, "plan"), **_executors(doc, "deploy")}.values():
-        assert "accelerator" not in spec["container"].get("resources", {})
+        channel = accelerator["resourceCount"]
+        assert channel.startswith("{{$.inputs.parameters['pipelinechannel--edge-gpus") and channel.endswith("-Output']}}")
+        source = task["inputs"]["parameters"][channel.split("'")[1]]["taskOutputParameter"]
+        counter = dag["tasks"][source["producerTask"]]
+        assert counter["componentRef"]["name"].startswith("comp-edge-gpus") and source["outputParameterKey"] == "Output"
+        # ... which takes the same loop item (the edge's node selector) as the training task.
+        assert counter["inputs"]["parameters"]["edge"] == task["inputs"]["parameters"]["edge"]
+        assert counter["inputs"]["parameters"]["edge"]["componentInputParameter"].endswith("create-job-Output-loop-item")
+    # The component's output for each loop item `create job` makes: the string the backend's
+    # driver parses as the pod's `limits: nvidia.com/gpu` (a number would resolve to nothing).
+    from components import cloud
+
+    items = [{EDGE_LABEL: e.name, **e.node_selector} for e in job.edges]
+    assert [cloud.edge_gpus(job.model_dump_json(), item) for item in items] == ["0", "1", "2"]
+    # Cloud and other edge tasks request no GPU.
+    for dag in _dags(doc).values():
+        for key, task in dag["tasks"].items():
+            if "componentRef" in task and not key.startswith("train-edge"):
+                assert _accelerator(doc, task) == {}, key
+
+
+@pytest.mark.parametrize("gpus", [1, 0])
+def test_a_fleet_with_one_gpu_count_has_it_compiled_in(tmp_path, gpus):
+    _, doc, _ = _compile_with_gpus(tmp_path, [gpus, gpus])
+    tasks = [(k, t) for dag in _dags(doc).values() for k, t in dag["tasks"].items()]
+    assert not [k for k, _ in tasks if k.startswith("edge-gpus")]  # no extra task per edge and round
+    for key, task in tasks:
+        if key.startswith("train-edge"):
+            accelerator = _accelerator(doc, task)
+            assert (accelerator["resourceCount"], accelerator["resourceType"]) == ("1", "nvidia.com/gpu") if gpus \
+                else accelerator == {}
+
+
+def test_edge_tasks_and_the_run_have_deadlines(tmp_path):
+    from pipelines.entgan_pipeline import Deadlines
+
+    _, doc, platform = _compile_with_gpus(tmp_path, [0, 1])
+    kubernetes = platform["platforms"]["kubernetes"]
+    # The whole run (Pending pods included): Argo's workflow activeDeadlineSeconds.
+    assert kubernetes["pipelineConfig"] == {"activeDeadlineSeconds": Deadlines().run_s}
+    # Each edge task's pod, once running (the pod's activeDeadlineSeconds).
+    executors = kubernetes["deploymentSpec"]["executors"]
+    edge_execs = [e for e in doc["deploymentSpec"]["executors"] if e.startswith(tuple(f"exec-{t}" for t in EDGE_TASKS))]
+    assert edge_execs
+    for name in edge_execs:
+        assert int(executors[name]["activeDeadlineSeconds"]) == Deadlines().edge_task_s, name
+
+
+def test_caching_is_off_on_every_task(compiled):
+    _, doc, *_ = compiled
+    tasks = {key: t for dag in _dags(doc).values() for key, t in dag["tasks"].items()
+             if "executorLabel" in doc["components"][t["componentRef"]["name"]]}  # not loops, conditions
+    assert len(tasks) > 10
+    for key, task in tasks.items():
+        # enableCache false is written as an empty cachingOptions; a missing one means cached
+        assert task.get("cachingOptions") == {}, key
+
+
+def _rounds_bound() -> int:
+    from entgan.config import TrainSpec
+
+    return next(m.le for m in TrainSpec.model_fields["rounds"].metadata if getattr(m, "le", None) is not None)
+
+
+def test_the_most_rounds_the_config_allows_fit_the_backend_and_one_more_is_refused(tmp_path):
+    """The backend hands each DAG component to its driver pod as one argument (Linux caps one at
+    128 KiB; `check_package_size` keeps 96 KiB) and keeps the workflow in etcd (1.5 MiB; 1 MiB
+    checked). `train.rounds`' upper bound is the largest count that fits."""
+    from entgan.kfp_client import ARG_LIMIT, WORKFLOW_LIMIT, KfpError, check_package_size
+
+    most = _rounds_bound()
+    job, _, _ = _compile_with_gpus(tmp_path, [0, 1, 2], rounds=most)  # compile_job checks the size
+    sizes = check_package_size(tmp_path / "p.yaml")
+    assert sizes["largest_bytes"] <= ARG_LIMIT < 128 * 1024 and sizes["total_bytes"] <= WORKFLOW_LIMIT
+    assert sizes["largest_bytes"] > ARG_LIMIT - 2 * 1024  # a tight bound: not far below the limit
+    one_more = job.model_copy(update={"train": job.train.model_copy(update={"rounds": most + 1})})
+    with pytest.raises(KfpError, match="lower train.rounds"):
+        compile_job(one_more, tmp_path / "bigger.yaml")
 
 
 def test_components_use_the_project_image_without_runtime_pip(compiled):

@@ -1,29 +1,33 @@
-"""The exit handler: runs last, whether the pipeline succeeded or not."""
+"""The exit handler: runs last, whether the pipeline succeeded or not.
+
+The outcome comes from the stage states the tasks recorded (`entgan.outcome.decide`); the
+status the runner hands the exit handler only explains a failure (its words differ between
+kfp.local and the KFP backend, and the backend can report RUNNING for a finished run)."""
 
 from __future__ import annotations
 
-from entgan.lifecycle import Stage, State, current_states
+import time
+
+from entgan.lifecycle import State, StateChange
+from entgan.outcome import decide
 from entgan.redact import redact
 from entgan.steps.common import TaskContext, log
-from entgan.steps.records import record
+from entgan.steps.records import lost_edges, record
 
 
 def finish(ctx: TaskContext, pipeline_state: str, error: str) -> None:
-    """A failed pipeline marks the stage in progress Failed; the job's MLflow run ends."""
+    """Decide the run's outcome; a stage that stopped without recording why is marked Failed
+    (with each edge whose pod died named in an edge failure record); the MLflow run ends."""
     library = ctx.library
     run_id = library.run_for(ctx.kfp_run_id)
     if run_id is None:  # the pipeline failed before `create job` opened a run
         log(f"no MLflow run for KFP run {ctx.kfp_run_id}; pipeline {pipeline_state}: {error}")
         return
-    succeeded = pipeline_state in ("SUCCEEDED", "SUCCESS")
-    if not succeeded:
-        # The first stage that is not Completed is where the run stopped (a killed edge task, a
-        # failure before any stage started); a stage already Failed was recorded by its task.
-        current = current_states(library.states(run_id))
-        for stage in Stage:
-            if current[stage] in (State.WAITING, State.READY, State.STARTING, State.RUNNING):
-                detail = redact(f"pipeline {pipeline_state}: {error}")[:2000]
-                record(library, run_id, stage, State.FAILED, detail=detail)
-            if current[stage] is not State.COMPLETED:
-                break
-    library.end_run(run_id, "FINISHED" if succeeded else "FAILED")
+    outcome = decide(library.states(run_id), pipeline_state, error, lost_edges(library.run_tags(run_id)))
+    if outcome.failed_stage is not None:
+        for edge, why in (outcome.lost or {}).items():
+            change = StateChange(outcome.failed_stage, State.FAILED, time.time(), "edge lost", edge, why)
+            library.record_state(run_id, change)
+        record(library, run_id, outcome.failed_stage, State.FAILED, detail=redact(outcome.reason)[:2000])
+    log(f"run {'succeeded' if outcome.succeeded else 'failed'}: {outcome.reason}")
+    library.end_run(run_id, outcome.run_status)

@@ -20,6 +20,13 @@ from entgan.steps.finish import finish
 from entgan.steps.records import run_edge_task
 from entgan.steps.wiring import TASKS, describe
 
+
+class PodKilled(BaseException):
+    """Stands for an edge task's pod that the kubelet killed (out of memory, evicted, node
+    lost): raised from a step, it passes `run_edge_task` (which catches `Exception`), so the
+    edge leaves only its Running mark, and the run fails as it does on a KFP backend."""
+
+
 _FILE_NAMES = {"global_state": "state-0", "new_state": "state-{round}", "real_stats": "real"}
 
 
@@ -110,7 +117,8 @@ class LocalRun:
             (output,) = [getattr(files, f.name) for f in fields(files) if f.name not in inputs]
             ctx = TaskContext(self.job, self.kfp_run_id, None, edge, round_number)
             result = self._step(task, ctx, files, lambda ctx=ctx, files=files, output=output: run_edge_task(
-                self.job, self.kfp_run_id, stage, ctx.edge, output, lambda: step(ctx, files), round_=ctx.round))
+                self.job, self.kfp_run_id, stage, ctx.edge, output, lambda: step(ctx, files), round_=ctx.round,
+                library=self._library()))
             handle.files.append(files)
             handle.results.append(result)
         return handle
@@ -124,7 +132,7 @@ class LocalRun:
         try:
             body()
             state, error = "SUCCEEDED", ""
-        except Exception as err:  # noqa: BLE001 - the run fails here, as the pipeline would
+        except (Exception, PodKilled) as err:  # noqa: BLE001 - the run fails here, as the pipeline would
             self.error = err
             state, error = "FAILED", f"{type(err).__name__}: {err}"
 

@@ -18,6 +18,7 @@ from entgan.config import JobSpec
 from entgan.data import DataError, EdgeReport
 from entgan.evaluate import FeatureStats, frechet_distance, merge_stats
 from entgan.lifecycle import Stage, State, evaluate_trigger, parse_clock
+from entgan.outcome import TRIGGER_NOT_MET
 from entgan.steps.common import TaskContext, log, save_state
 from entgan.steps.records import EdgeQuorum, job_run, record
 from entgan.strategies import FEATURES
@@ -151,7 +152,7 @@ def plan_job(ctx: TaskContext, files: PlanFiles, now: dt.time | None = None) -> 
     for t, n in plan.uncertain.items():
         log(f"{n} image(s) of {t} could not be placed confidently by the evaluator: possible unseen types")
     if plan.decision == "wait":
-        record(library, run_id, Stage.TRAIN, State.WAITING, detail=f"trigger not met: {plan.trigger_reason}")
+        record(library, run_id, Stage.TRAIN, State.WAITING, detail=f"{TRIGGER_NOT_MET}: {plan.trigger_reason}")
         plan.save(files.plan)
         save_state(files.global_state, {}, round_=0, types=[])
         return plan

@@ -2,13 +2,16 @@
 
 A failure is recorded in one way (`record_failure`) whether a cloud task fails
 (`recorded_failure`), an edge task fails (`run_edge_task`) or the cloud refuses what an edge
-sent (`EdgeQuorum.collect`). How many edges must answer is the job's `train.min_edges`, held
-by `EdgeQuorum` (as Flower's strategies hold `min_fit_clients`) and checked only there.
+sent (`EdgeQuorum.collect`). Each edge task also marks its progress (`EdgeProgress`): Running
+first, Completed or Failed last, so that `finish` can name an edge whose pod died in between.
+How many edges must answer is the job's `train.min_edges`, held by `EdgeQuorum` (as Flower's
+strategies hold `min_fit_clients`) and checked only there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +79,58 @@ def recorded_failure(job: JobSpec, kfp_run_id: str, stage: Stage, edge: str | No
         raise
 
 
+EDGE_PROGRESS_TAG = "entgan.edge_progress"  # run tag `<prefix>.<stage>.<edge>`: that edge task's last mark
+
+
+@dataclass
+class EdgeProgress:
+    """An edge task's marks in the job's MLflow run: Running when it starts, Completed or Failed
+    when it ends. A pod that is killed (out of memory, evicted, node lost) leaves Running behind,
+    which is how `finish` names the edge (`lost_edges`). One run tag per stage and edge, holding
+    only the last mark (a tag, not a stage-state record: it is overwritten every round).
+    Best effort: an edge that cannot reach MLflow still does its work (and stops trying)."""
+
+    job: JobSpec
+    kfp_run_id: str | None
+    stage: Stage
+    edge: str
+    round: int = 0
+    library: object = None
+    _run_id: str | None = None
+    _unreachable: bool = False
+
+    def mark(self, state: State) -> None:
+        if self._unreachable:
+            return
+        try:
+            if self.library is None:
+                from entgan.registry import library_for
+
+                self.library = library_for(self.job)
+            self._run_id = self._run_id or job_run(self.library, self.kfp_run_id)
+            value = json.dumps({"state": state.value, "round": self.round, "at": _now()})
+            self.library.tag_run(self._run_id, {f"{EDGE_PROGRESS_TAG}.{self.stage.value}.{self.edge}": value})
+        except Exception as err:  # noqa: BLE001 - progress marks never fail the edge's work
+            self._unreachable = True
+            log(f"{self.edge}: could not mark {state.value} in MLflow: {redact(str(err))}")
+
+
+def lost_edges(tags: dict[str, str]) -> dict[Stage, dict[str, int]]:
+    """From a run's tags: per stage, the edges whose last mark is Running (-> their round);
+    their pods stopped without finishing or recording a failure."""
+    lost: dict[Stage, dict[str, int]] = {}
+    for key, value in tags.items():
+        if not key.startswith(EDGE_PROGRESS_TAG + "."):
+            continue
+        stage, _, edge = key[len(EDGE_PROGRESS_TAG) + 1:].partition(".")
+        mark = json.loads(value)
+        if mark.get("state") == State.RUNNING.value:
+            lost.setdefault(Stage(stage), {})[edge] = int(mark.get("round", 0))
+    return lost
+
+
 def run_edge_task(job: JobSpec, kfp_run_id: str, stage: Stage, edge: str, output_path: str | Path, work,
-                  round_: int = 0, retries: int = 2, delay: float = 2.0):
+                  round_: int = 0, retries: int = 2, delay: float = 2.0, library=None):
     """Run an edge task's `work()` so that a failing edge does not fail the round; returns what
     `work()` returned, or None when the edge failed.
 
@@ -86,11 +139,16 @@ def run_edge_task(job: JobSpec, kfp_run_id: str, stage: Stage, edge: str, output
     bundle of kind `edge-failure` naming the edge and the error), records the edge's failure in
     the stage states, and returns None: the task itself succeeds, and the cloud step that
     collects the edges' outputs decides whether enough edges answered (`EdgeQuorum`).
-    A task that is killed (out of memory, node lost) writes nothing; KFP retries it (`set_retry`).
+    A task that is killed (out of memory, node lost) writes nothing but its Running mark; KFP
+    retries it (`set_retry`). `library`: the task library, if the caller holds one.
     """
+    progress = EdgeProgress(job, kfp_run_id, stage, edge, round_, library)
+    progress.mark(State.RUNNING)
     for attempt in range(retries + 1):
         try:
-            return work()
+            result = work()
+            progress.mark(State.COMPLETED)
+            return result
         except TRANSIENT_ERRORS as err:
             if attempt == retries:
                 error = err
@@ -106,7 +164,8 @@ def run_edge_task(job: JobSpec, kfp_run_id: str, stage: Stage, edge: str, output
     save_bundle(output_path, {}, BundleHeader(kind=EDGE_FAILURE, round=round_, edge=edge, extra={"error": message}))
     where = f"round {round_}" if round_ else ("inspection" if stage is Stage.TRAIN else "evaluation")
     log(f"{edge}: {where} failed, going on without this edge: {message}")
-    record_failure(job, None, kfp_run_id, stage, f"{where}: edge left out", edge, message)
+    record_failure(job, progress.library, kfp_run_id, stage, f"{where}: edge left out", edge, message)
+    progress.mark(State.FAILED)
     return None
 
 
