@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from entgan.job_file import (
     JobError,
@@ -99,7 +99,8 @@ class TrainSpec(_Strict):
     rounds: int = Field(default=4, ge=1, le=200)
     local_steps: int = Field(default=100, ge=1, description="D+G steps per edge per round")
     cloud_steps: int | None = Field(
-        default=None, ge=1, description="global G steps per round (entgan); default local_steps/50"
+        default=None, ge=1, validate_default=True,
+        description="global G steps per round (entgan); default local_steps/50, at least 1",
     )
     batch_size: int = Field(default=32, ge=1, le=4096)
     lr: float = Field(default=5e-4, gt=0, lt=1)
@@ -182,11 +183,14 @@ class TrainSpec(_Strict):
             raise ValueError(f"clip_norm is {v}; use a positive number, 'median' or null (no clipping)")
         return v
 
-    @property
-    def global_steps(self) -> int:
-        # A few steps: a long G update against one fixed, averaged D lets G exploit it (measured:
-        # on the demo, 3 steps per 150 local steps beat 10 and 37 and plain FedGAN).
-        return self.cloud_steps or max(1, self.local_steps // 50)
+    @field_validator("cloud_steps")
+    @classmethod
+    def _cloud_steps(cls, v: int | None, info: ValidationInfo) -> int | None:
+        """Unset: a few steps per round (local_steps / 50); a long G update against one fixed,
+        averaged D lets G exploit it (docs/design.md, "Measured design choices")."""
+        if v is None and "local_steps" in info.data:
+            return max(1, info.data["local_steps"] // 50)
+        return v
 
 
 class EvalSpec(_Strict):
