@@ -35,6 +35,16 @@ def test_plan_with_nothing_trainable_fails_clearly():
         make_plan(_job(), [EdgeReport("e1", {"box": TypeCounts(2, 1)})])
 
 
+def test_plan_with_nothing_trainable_names_each_edge_and_its_counts():
+    reports = [EdgeReport("e1", {"box": TypeCounts(2, 1)}), EdgeReport("e2", {"box": TypeCounts(3, 0),
+                                                                          "table": TypeCounts(1, 1)})]
+    with pytest.raises(DataError) as err:
+        make_plan(_job(), reports)
+    message = str(err.value)
+    assert "training images per edge: e1 box=2; e2 box=3, table=1" in message
+    assert "train.min_images_per_type=8" in message
+
+
 def test_trigger_counts_new_samples_since_the_last_trained_version():
     job = _job(trigger={"operator": "ge", "threshold": 25})
     plan = apply_trigger(job, make_plan(job, _reports()), trained_before={"box": 50, "table": 0})
