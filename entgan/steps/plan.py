@@ -193,7 +193,8 @@ def _require_training_edges(quorum: EdgeQuorum, plan: Plan, reports: list[EdgeRe
     idle = {}
     for r in reports:
         if not plan.assignments.get(r.edge):
-            why = "; ".join(f"{t}: {plan.skipped[t].split('; ')[0]}" for t in sorted(r.types) if t in plan.skipped)
+            why = "; ".join(f"{t}: {plan.skipped[t].split('; ')[0] if t in plan.skipped else 'all held out here'}"
+                            for t in sorted(r.types))
             idle[r.edge] = f"holds {_counts(r)} training images, and none of its types trains ({why})"
     training = len(reports) - len(idle)
     quorum.require(training, idle, lambda reasons: DataError(
