@@ -1,6 +1,6 @@
 """Figure 3 — cloud and network cost.
 
-Peak memory: the cloud's aggregation step (`entgan.steps.step_aggregate`: read the 4 edges'
+Peak memory: the cloud's aggregation step (`entgan.steps.train.aggregate`: read the 4 edges'
 update bundles, FedAvg, the global G update, write the new state) vs centralized training
 (`entgan.strategies.train_centralized` on every edge's raw training images, which a central node
 would have to hold). Each runs in a fresh process (`benchmarks.memory`); the figure is the rise of
@@ -8,7 +8,7 @@ resident memory above the process's state after its imports (kernel peak-RSS mar
 before the step). Target: aggregation <= 0.5x centralized.
 
 Network: the bytes each edge sends per round (its update bundle as written by
-`entgan.steps.step_edge_train`) vs the bytes of its raw training images (PNG files, and as
+`entgan.steps.train.train_edge`) vs the bytes of its raw training images (PNG files, and as
 uint8 pixels), and what the cloud sends back (the global state bundle).
 """
 

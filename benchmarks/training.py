@@ -82,7 +82,7 @@ def run_federated(
         curve.add(cpu_total, wall_total, referee.fids({t: strategies.load_generator(state, t, train) for t in types}))
     curve.details = {"strategy": train.strategy, "edges": len(edges), "rounds": rounds,
                      "batch_per_edge": train.batch_size, "local_steps": train.local_steps,
-                     "cloud_steps": train.global_steps if train.strategy == "entgan" else 0,
+                     "cloud_steps": train.cloud_steps if train.strategy == "entgan" else 0,
                      "types_per_edge": max(len(d) for d in edges.values())}
     return curve, state
 

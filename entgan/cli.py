@@ -123,6 +123,8 @@ def format_summary(summary: dict) -> str:
     ]
     if "seconds" in summary:
         lines.append(f"pipeline wall time: {summary['seconds']:.0f} s")
+    if summary.get("left_out"):
+        lines.append("edges left out: " + ", ".join(f"{e} ({why})" for e, why in summary["left_out"].items()))
     return "\n".join(lines)
 
 

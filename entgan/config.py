@@ -7,14 +7,26 @@ images live, the data types, how to train, evaluate and deploy, and where the ta
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from entgan.job_file import (
+    JobError,
+    UniqueKeyLoader,
+    check_local_folder,
+    check_tracking_uri,
+    describe_errors,
+    expand_path,
+    no_credentials,
+    same_place,
+)
+
+__all__ = ["AUGMENTATIONS", "DEFAULT_IMAGE", "EDGE_LABEL", "NAME_HINT", "NAME_PATTERN", "DeploySpec", "EdgeSpec",
+           "EvalSpec", "JobError", "JobSpec", "TrainSpec", "TriggerSpec", "expand_path", "load_job", "parse_job"]
 
 # Names become Kubernetes label values, MLflow registered-model names and folder names,
 # so they are restricted to DNS-label-like strings.
@@ -23,10 +35,6 @@ NAME_HINT = "use 1-40 lowercase letters, digits and '-', starting and ending wit
 EDGE_LABEL = "entgan.io/edge"  # node label that pins an edge's tasks to its node
 DEFAULT_IMAGE = "ghcr.io/entgan/entgan:0.1.0"
 AUGMENTATIONS = ("color", "translation", "cutout")  # train.augment; see entgan.augment
-
-
-class JobError(ValueError):
-    """A job file that cannot be used; the message names the field and the fix."""
 
 
 class _Strict(BaseModel):
@@ -44,60 +52,6 @@ def _check_name(value: str, what: str) -> str:
 _LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
 _LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
 _LABEL_VALUE = re.compile(rf"^{_LABEL_NAME}?$")
-
-
-# Query parameters that carry a secret (`?token=...`, `&X-Amz-Signature=...`), by name.
-_SECRET_QUERY = re.compile(r"(token|secret|password|passwd|pwd|key|signature|credential|auth)", re.IGNORECASE)
-_CREDENTIAL_FIX = ("set it in the environment instead (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or "
-                   "MLFLOW_TRACKING_TOKEN, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
-
-
-def _no_credentials(uri: str, what: str) -> str:
-    """Credentials come only from the environment: anything in a URI would be compiled into the
-    pipeline YAML and stored in MLflow for anyone to read. Refused: any user part (`user:pass@`,
-    `token@`, `:pass@`) and query parameters named like a secret (`?token=`)."""
-    if "://" not in uri:
-        return uri
-    parts = urlsplit(uri)
-    if "@" in parts.netloc:
-        shape = "a user name and password" if ":" in parts.netloc.rsplit("@", 1)[0] else "a user name or token"
-        raise ValueError(f"{what} holds {shape} before '@'; remove it and {_CREDENTIAL_FIX}")
-    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
-        if _SECRET_QUERY.search(name):
-            raise ValueError(f"{what} holds a secret in its query ('{name}='); remove it and {_CREDENTIAL_FIX}")
-    return uri
-
-
-def expand_path(value: str) -> str:
-    """A local path with `~` expanded (a folder literally named '~' is a trap); URIs unchanged."""
-    return value if "://" in value else os.path.expanduser(value)
-
-
-def _check_local_folder(value: str, what: str) -> str:
-    """A local folder that is already known to be wrong: an existing file, or a symlink loop."""
-    if "://" in value:
-        return value
-    path = Path(value)
-    try:
-        path.resolve(strict=False)
-    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError("Symlink loop ...")
-        raise ValueError(f"{what} {value} is a symlink that points to itself (a loop); "
-                         "point it at the image folder") from None
-    if path.is_file():
-        raise ValueError(f"{what} {value} is a file, not a folder; give the folder that holds <type>/*.png")
-    return value
-
-
-_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
-
-
-def _check_tracking_uri(uri: str) -> str:
-    """A tracking URI MLflow can use, with its scheme (`http://host:5000`, `sqlite:///path.db`)."""
-    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
-    if scheme not in _SCHEMES:
-        raise ValueError(f"mlflow_tracking_uri {uri!r} has no known scheme; write e.g. http://mlflow:5000 or "
-                         "sqlite:///path/mlflow.db (or leave it out for a store in state_dir)")
-    return _no_credentials(uri, "mlflow_tracking_uri")
 
 
 class EdgeSpec(_Strict):
@@ -118,7 +72,7 @@ class EdgeSpec(_Strict):
     def _data(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("data is empty; give the edge's image folder or s3:// prefix")
-        return _check_local_folder(expand_path(_no_credentials(v, "data")), "data")
+        return check_local_folder(expand_path(no_credentials(v, "data")), "data")
 
     @field_validator("node_selector")
     @classmethod
@@ -145,7 +99,8 @@ class TrainSpec(_Strict):
     rounds: int = Field(default=4, ge=1, le=64)  # the most that fit the KFP backend (test_pipeline_compile.py)
     local_steps: int = Field(default=100, ge=1, description="D+G steps per edge per round")
     cloud_steps: int | None = Field(
-        default=None, ge=1, description="global G steps per round (entgan); default local_steps/50"
+        default=None, ge=1, validate_default=True,
+        description="global G steps per round (entgan); default local_steps/50, at least 1",
     )
     batch_size: int = Field(default=32, ge=1, le=4096)
     lr: float = Field(default=5e-4, gt=0, lt=1)
@@ -228,11 +183,14 @@ class TrainSpec(_Strict):
             raise ValueError(f"clip_norm is {v}; use a positive number, 'median' or null (no clipping)")
         return v
 
-    @property
-    def global_steps(self) -> int:
-        # A few steps: a long G update against one fixed, averaged D lets G exploit it (measured:
-        # on the demo, 3 steps per 150 local steps beat 10 and 37 and plain FedGAN).
-        return self.cloud_steps or max(1, self.local_steps // 50)
+    @field_validator("cloud_steps")
+    @classmethod
+    def _cloud_steps(cls, v: int | None, info: ValidationInfo) -> int | None:
+        """Unset: a few steps per round (local_steps / 50); a long G update against one fixed,
+        averaged D lets G exploit it (docs/design.md, "Measured design choices")."""
+        if v is None and "local_steps" in info.data:
+            return max(1, info.data["local_steps"] // 50)
+        return v
 
 
 class EvalSpec(_Strict):
@@ -329,7 +287,7 @@ class JobSpec(_Strict):
     @field_validator("mlflow_tracking_uri")
     @classmethod
     def _tracking_uri(cls, v: str | None) -> str | None:
-        return None if v is None else _check_tracking_uri(v)
+        return None if v is None else check_tracking_uri(v)
 
     @field_validator("state_dir")
     @classmethod
@@ -376,7 +334,7 @@ class JobSpec(_Strict):
             )
         seen: dict[str, str] = {}
         for e in self.edges:
-            where = _same_place(e.data)
+            where = same_place(e.data)
             if where in seen:
                 raise ValueError(f"edges {seen[where]!r} and {e.name!r} read the same folder {where}; their images "
                                  "would be counted twice: give each edge its own data folder")
@@ -409,41 +367,6 @@ class JobSpec(_Strict):
         return self.model_copy(update={"edges": edges, "state_dir": absolute(self.state_dir)})
 
 
-def _same_place(data: str) -> str:
-    """Where an edge's data really is: a local folder resolved (relative paths from the working
-    directory, symlinks followed), a URI with its trailing '/' removed."""
-    if "://" in data:
-        return data.rstrip("/")
-    return str(Path(data).resolve())
-
-
-# The fix for pydantic's own messages ("Input should be greater than 0") that do not say it.
-_FIXES = {
-    **dict.fromkeys(("greater_than", "greater_than_equal", "less_than", "less_than_equal"), "change the value"),
-    **dict.fromkeys(("int_parsing", "int_type", "int_from_float"), "write a whole number"),
-    **dict.fromkeys(("float_parsing", "float_type", "finite_number"), "write a number"),
-    **dict.fromkeys(("string_type", "bool_type", "bool_parsing", "dict_type", "list_type", "model_type",
-                     "tuple_type"), "write a value of that type"),
-    "too_short": "add entries",
-    "too_long": "remove entries",
-}
-
-
-def _describe(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid job file"]
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field; remove it or check its spelling"
-        elif e["type"] == "missing":
-            msg = "required field is missing; add it"
-        elif e["type"] in _FIXES:
-            msg = f"{msg}; {_FIXES[e['type']]}"
-        lines.append(f"  {where}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_job(data: object, source: str = "job") -> JobSpec:
     """Validate an already-parsed job document."""
     if not isinstance(data, dict):
@@ -451,23 +374,7 @@ def parse_job(data: object, source: str = "job") -> JobSpec:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as err:
-        raise JobError(_describe(err, source)) from None
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key written twice in one mapping (YAML would let the second
-    silently replace the first)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise JobError(f"{self.name}: key {key!r} appears twice in one mapping (lines {seen[key]} and "
-                               f"{line}); the second would silently replace the first: keep one")
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
+        raise JobError(describe_errors(err, source)) from None
 
 
 def load_job(path: str | Path) -> JobSpec:
@@ -483,7 +390,7 @@ def load_job(path: str | Path) -> JobSpec:
                        "as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     except OSError as err:
         raise JobError(f"{path}: cannot read the job file ({err.strerror}); check its permissions") from None
-    loader = _UniqueKeyLoader(text)
+    loader = UniqueKeyLoader(text)
     loader.name = str(path)
     try:
         data = loader.get_single_data()

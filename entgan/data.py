@@ -42,6 +42,7 @@ class EdgeReport:
     edge: str
     types: dict[str, TypeCounts]
     uncertain: dict[str, int] = field(default_factory=dict)  # per type: images the evaluator can't place
+    fingerprint: str = ""  # a digest of the images' names and bytes: equal for two copies of one data set
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -50,7 +51,8 @@ class EdgeReport:
     def from_json(cls, text: str) -> EdgeReport:
         raw = json.loads(text)
         types = {t: TypeCounts(**c) for t, c in raw["types"].items()}
-        return cls(edge=raw["edge"], types=types, uncertain=raw.get("uncertain", {}))
+        return cls(edge=raw["edge"], types=types, uncertain=raw.get("uncertain", {}),
+                   fingerprint=raw.get("fingerprint", ""))
 
 
 def is_holdout(file_name: str, fraction: float) -> bool:
@@ -151,12 +153,14 @@ def inspect_edge(edge: str, root: str | Path, holdout_fraction: float, image_siz
         raise DataError(f"edge {edge!r}: {root} holds no images{seen}; images are read from <folder>/<type>/ with "
                         f"the extensions {' '.join(IMAGE_SUFFIXES)}: add them as <folder>/<type>/*.png "
                         "(convert others) or remove the edge from the job")
+    digest = hashlib.sha256()
     for data_type, files in found.items():
         for f in files:
             _open_rgb(f, image_size)
+            digest.update(f"{data_type}/{f.name}\0".encode() + hashlib.sha256(f.read_bytes()).digest())
         held = len(split(files, holdout_fraction, holdout=True))
         types[data_type] = TypeCounts(train=len(files) - held, holdout=held)
-    return EdgeReport(edge=edge, types=types)
+    return EdgeReport(edge=edge, types=types, fingerprint=digest.hexdigest())
 
 
 def load_edge(

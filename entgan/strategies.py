@@ -326,7 +326,7 @@ class CloudRound:
                 g_state, g_loss, ema_state = train_generator(
                     _load_generator_state(g_state, train),
                     _load_discriminator(d_state, train),
-                    steps=train.global_steps,
+                    steps=train.cloud_steps,
                     batch_size=train.batch_size,
                     lr=train.lr,
                     seed=train.seed * 7919 + round_ * 31 + i,

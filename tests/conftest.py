@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from entgan.config import parse_job
@@ -22,6 +23,16 @@ def tiny_job_dict(root: Path, edges: list[str], **overrides) -> dict:
     }
     job.update(overrides)
     return job
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions run far faster on one thread than on two cores other jobs also use:
+    `pytestmark = pytest.mark.usefixtures("one_thread")` sets it for a module, then restores it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

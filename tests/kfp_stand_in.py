@@ -25,36 +25,21 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs
 
 import kfp_server_api
 import yaml
 
-from tests.openapi_spec import Operation, Rejected, check, check_query, load_operations, parse_multipart
+from tests.openapi_spec import Rejected, check, check_query, load_operations, parse_multipart
+from tests.stand_in_server import Request, StandInServer
 
 # The API server answers GET /apis/v2beta1/healthz from a hand-written handler, not the proto
 # (kubeflow/pipelines backend/src/apiserver/main.go, `healthzResponse`): these are its fields.
 HEALTHZ_FIELDS = {"commit_sha": "str", "tag_name": "str", "multi_user": "bool", "pipeline_store": "str"}
 
 
-# ---------------------------------------------------------------- recorded requests and state
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    raw_query: str = ""
-    json: object = None
-    files: dict[str, tuple[str | None, bytes]] = field(default_factory=dict)
-    operation: str = ""
-    status: int = 0
+# ---------------------------------------------------------------- the API server's state
 
 
 def _now() -> str:
@@ -218,49 +203,23 @@ class Handlers:
         return {}
 
 
-# ---------------------------------------------------------------- the HTTP server
+# ---------------------------------------------------------------- the server: routing, checks (HTTP: tests/stand_in_server.py)
 
 
-class KfpStandIn(ThreadingHTTPServer):
+class KfpStandIn(StandInServer):
     """`with KfpStandIn(token="t") as api: ... api.url ... api.requests`"""
 
-    daemon_threads = True
+    api = "the v2beta1 API"
+    not_found_code = 5  # gRPC NOT_FOUND, as the API server's errors carry it
 
     def __init__(self, token: str | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(load_operations(kfp_server_api, "*_service_api.py"))
         self.token = token
-        self.operations = load_operations(kfp_server_api, "*_service_api.py")
         self.state = State()
         self.handlers = Handlers(self.state)
-        self.requests: list[Request] = []
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self) -> KfpStandIn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-        self.server_close()
-        self.thread.join(timeout=5)
-
-    def calls(self, operation: str) -> list[Request]:
-        return [r for r in self.requests if r.operation == operation]
-
-    def route(self, method: str, path: str) -> tuple[Operation, dict[str, str]]:
-        for op in self.operations:
-            m = op.pattern.match(path)
-            if m and op.method == method:
-                return op, {n: unquote(v) for n, v in zip(op.param_names, m.groups())}
-        raise Rejected(404, 5, f"no operation {method} {path} in the v2beta1 API")
-
-    def answer(self, req: Request, raw_body: bytes, content_type: str) -> tuple[int, dict]:
-        op, path_params = self.route(req.method, req.path)
-        req.operation = op.op_id
+    def answer(self, req: Request, raw_body: bytes, content_type: str) -> dict:
+        op, path_params = self.route(req)
         if op.secured and self.token is not None and req.headers.get("authorization") != f"Bearer {self.token}":
             raise Rejected(401, 16, "missing or wrong bearer token")
         req.query = check_query(op, parse_qs(req.raw_query, keep_blank_values=True))
@@ -294,31 +253,7 @@ class KfpStandIn(ThreadingHTTPServer):
                 check(v, HEALTHZ_FIELDS[k], kfp_server_api.models, f"healthz reply.{k}", request=False)
         elif op.response_type:
             check(reply, op.response_type, kfp_server_api.models, f"{op.op_id} reply", request=False)
-        return 200, reply
+        return reply
 
-
-class _Handler(BaseHTTPRequestHandler):
-    server: KfpStandIn
-
-    def log_message(self, *args) -> None:  # keep pytest output clean
-        pass
-
-    def _handle(self) -> None:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        req = Request(self.command, parts.path, {}, {k.lower(): v for k, v in self.headers.items()}, parts.query)
-        self.server.requests.append(req)
-        try:
-            status, reply = self.server.answer(req, raw, self.headers.get("Content-Type", ""))
-        except Rejected as err:
-            status, reply = err.status, {"code": err.code, "message": err.message}
-        req.status = status
-        data = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _handle
+    def error_reply(self, err: Rejected) -> dict:
+        return {"code": err.code, "message": err.message}

@@ -13,24 +13,12 @@ real server's. Every request is recorded for assertions.
 from __future__ import annotations
 
 import json
-import threading
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs
 
 from kubernetes import client as k8s
 
 from tests.openapi_spec import Rejected, check, check_query, load_operations
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    operation: str = ""
-    status: int = 0
+from tests.stand_in_server import Request, StandInServer
 
 
 def node(name: str, labels: dict[str, str], *, ready: bool = True, gpus: int = 0, taints=()) -> dict:
@@ -57,25 +45,18 @@ def _labels_match(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
-class KubeStandIn(ThreadingHTTPServer):
+class KubeStandIn(StandInServer):
     """`with KubeStandIn(token="t") as kube: kube.nodes.append(node(...)); ... kube.url`"""
 
-    daemon_threads = True
+    api = "core/v1"
 
     def __init__(self, token: str = "kube-test-token") -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(load_operations(k8s, "core_v1_api.py"))
         self.token = token
-        self.operations = load_operations(k8s, "core_v1_api.py")
         self.nodes: list[dict] = []
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}  # (namespace, name) -> data
         self.config_maps: dict[tuple[str, str], dict[str, str]] = {}
         self.services: dict[tuple[str, str], int] = {}  # (namespace, "name:port") -> HTTP status of /health
-        self.requests: list[Request] = []
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def kubeconfig(self, path) -> str:
         """Write a kubeconfig that points at the stand-in; returns its path."""
@@ -87,30 +68,11 @@ class KubeStandIn(ThreadingHTTPServer):
         }))
         return str(path)
 
-    def __enter__(self) -> KubeStandIn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-        self.server_close()
-        self.thread.join(timeout=5)
-
-    def calls(self, operation: str) -> list[Request]:
-        return [r for r in self.requests if r.operation == operation]
-
-    def answer(self, req: Request, raw_query: str):
-        for op in self.operations:
-            match = op.pattern.match(req.path)
-            if match and op.method == req.method:
-                break
-        else:
-            raise Rejected(404, 0, f"no operation {req.method} {req.path} in core/v1")
-        req.operation = op.op_id
-        path = {n: unquote(v) for n, v in zip(op.param_names, match.groups())}
+    def answer(self, req: Request, raw_body: bytes, content_type: str) -> dict | str:
+        op, path = self.route(req)
         if op.secured and req.headers.get("authorization") != f"Bearer {self.token}":
             raise Rejected(401, 0, "Unauthorized")
-        req.query = check_query(op, parse_qs(raw_query, keep_blank_values=True))
+        req.query = check_query(op, parse_qs(req.raw_query, keep_blank_values=True))
         handler = getattr(self, f"_{op.op_id}", None)
         if handler is None:
             raise Rejected(501, 0, f"{op.op_id} is in the API but not implemented by the stand-in")
@@ -118,6 +80,11 @@ class KubeStandIn(ThreadingHTTPServer):
         if op.response_type != "str":
             check(reply, op.response_type, k8s.models, f"{op.op_id} reply", request=False)
         return reply
+
+    def error_reply(self, err: Rejected) -> dict:
+        """A `Status` object, as the real server's errors are."""
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": err.message,
+                "code": err.status}
 
     def _list_node(self, req: Request, path: dict) -> dict:
         selector = req.query.get("labelSelector", "")
@@ -146,30 +113,3 @@ class KubeStandIn(ThreadingHTTPServer):
         if status != 200:
             raise Rejected(status, 0, "the service answered an error")
         return "OK"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: KubeStandIn
-
-    def log_message(self, *args) -> None:  # keep pytest output clean
-        pass
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        req = Request(self.command, parts.path, {}, {k.lower(): v for k, v in self.headers.items()})
-        self.server.requests.append(req)
-        try:
-            reply, status = self.server.answer(req, parts.query), 200
-        except Rejected as err:
-            status = err.status
-            reply = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                     "message": err.message, "code": err.status}
-        req.status = status
-        data = (reply if isinstance(reply, str) else json.dumps(reply)).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain" if isinstance(reply, str) else "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET

@@ -167,6 +167,48 @@ def test_bad_edge_data_stops_the_run_clearly_and_registers_nothing(what, breaks,
     assert not (tmp_path / "work" / "state-0").exists()
 
 
+def _refused_at_plan(tmp_path, shared_state, name: str, **train) -> str:
+    """Run a job over tmp_path's edge-1 and edge-2; check that it failed at plan having trained and
+    registered nothing, and return its error message."""
+    data = tiny_job_dict(tmp_path, ["edge-1", "edge-2"], name=name, state_dir=str(shared_state))
+    data["train"].update(train)
+    data["eval"]["cas_steps"] = 5  # if it trained after all: keep that short
+    job = parse_job(data)
+    out = drive(job, tmp_path / "work")
+    assert isinstance(out.error, DataError), out.error
+    library = library_for(job)
+    assert library.known_types() == [] and library.evaluator() is None
+    assert MlflowClient(job.tracking_uri).get_run(library.run_for(out.kfp_run_id)).info.status == "FAILED"
+    assert not (tmp_path / "work" / "update-1-edge-1").exists()
+    return str(out.error)
+
+
+def test_an_edge_with_too_few_images_to_train_is_named_with_its_counts(demo_edges, tmp_path, shared_state):
+    # Prepare: edge-1 keeps 3 box images (box needs 8); edge-2 can train table; both edges must train
+    edges = tmp_path / "edges"
+    shutil.copytree(demo_edges / "edges" / "edge-1" / "box", edges / "edge-1" / "box")
+    shutil.copytree(demo_edges / "edges" / "edge-2", edges / "edge-2")
+    for f in sorted((edges / "edge-1" / "box").iterdir())[3:]:
+        f.unlink()
+    # Execute
+    message = _refused_at_plan(tmp_path, shared_state, "too-few-at-one-edge", min_edges=2)
+    # Assert: the error names the idle edge, its counts per type and both thresholds
+    assert "edge-1: holds box=3 training images" in message, message
+    assert "train.min_images_per_type=8" in message and "train.min_edges=2" in message, message
+    assert "no edge holds a type to train" not in message
+
+
+def test_two_edges_holding_the_same_images_are_refused_at_plan(demo_edges, tmp_path, shared_state):
+    # Prepare: edge-2 is a copy of edge-1 (different folders, so the job file itself is fine)
+    for edge in ("edge-1", "edge-2"):
+        shutil.copytree(demo_edges / "edges" / "edge-1", tmp_path / "edges" / edge)
+    # Execute
+    message = _refused_at_plan(tmp_path, shared_state, "same-images")
+    # Assert: one error naming both edges and the fix
+    assert "edges 'edge-1' and 'edge-2' hold the same images" in message, message
+    assert "give each edge its own data" in message
+
+
 def test_other_sizes_and_modes_are_converted_not_refused(tmp_path):
     # Prepare: grayscale, RGBA, 16-bit, palette, and a 40x24 RGB image
     rgb = np.random.default_rng(0).integers(0, 255, (24, 40, 3), np.uint8)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from entgan.config import EDGE_LABEL, JobError, load_job, parse_job
+from entgan.config import EDGE_LABEL, JobError, JobSpec, load_job, parse_job
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = {"name": "j", "edges": [{"name": "edge-1", "data": "/data/edge-1"}]}
@@ -23,8 +23,17 @@ def test_demo_job_file_is_valid():
 def test_defaults_and_selector():
     job = parse_job(with_(MINIMAL, edges=[{"name": "e1", "data": "x", "node_selector": {"gpu": "a100"}}]))
     assert job.edges[0].selector == {EDGE_LABEL: "e1", "gpu": "a100"}
-    assert job.train.global_steps == max(1, job.train.local_steps // 50)
+    assert job.train.cloud_steps == max(1, job.train.local_steps // 50)
     assert job.tracking_uri.startswith("sqlite:///") and job.tracking_uri.endswith("mlflow.db")
+
+
+@pytest.mark.parametrize("train, expected", [({"local_steps": 500}, 10), ({"local_steps": 10}, 1),
+                                             ({"local_steps": 500, "cloud_steps": 7}, 7)])
+def test_cloud_steps_is_one_name_with_its_default_filled_in(train, expected):
+    job = parse_job(with_(MINIMAL, train=train))
+    assert job.train.cloud_steps == expected
+    assert not hasattr(job.train, "global_steps")
+    assert JobSpec.model_validate_json(job.model_dump_json()).train.cloud_steps == expected
 
 
 @pytest.mark.parametrize(

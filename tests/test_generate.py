@@ -14,13 +14,7 @@ from entgan.registry import TaskLibrary
 TRAIN = TrainSpec(image_size=16, width=8, latent_dim=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run far faster on one thread than on two cores other jobs also use."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _generator(train: TrainSpec = TRAIN, seed: int = 0) -> Generator:

@@ -37,12 +37,7 @@ from tests.servers import HOST, _start, _stop, _wait, free_port
 CHAMPION_URI = "models:/entgan-demo-box@champion"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _files(job, data_type: str, folder: Path, seed: int) -> Path:

@@ -7,7 +7,8 @@ from entgan.data import DataError, EdgeReport, TypeCounts
 from entgan.evaluate import FeatureStats
 from entgan.scoring import champion_set as _champion_set
 from entgan.steps.deploy import gate
-from entgan.steps.plan import apply_trigger, make_plan, nearest_task
+from entgan.steps.plan import _require_training_edges, apply_trigger, make_plan, nearest_task
+from entgan.steps.records import EdgeQuorum
 
 
 def _job(**kw):
@@ -33,6 +34,29 @@ def test_plan_assigns_only_held_types_and_skips_thin_ones():
 def test_plan_with_nothing_trainable_fails_clearly():
     with pytest.raises(DataError, match="no data type can be trained"):
         make_plan(_job(), [EdgeReport("e1", {"box": TypeCounts(2, 1)})])
+
+
+def test_plan_with_nothing_trainable_names_each_edge_and_its_counts():
+    reports = [EdgeReport("e1", {"box": TypeCounts(2, 1)}), EdgeReport("e2", {"box": TypeCounts(3, 0),
+                                                                          "table": TypeCounts(1, 1)})]
+    with pytest.raises(DataError) as err:
+        make_plan(_job(), reports)
+    message = str(err.value)
+    assert "training images per edge: e1 box=2; e2 box=3, table=1" in message
+    assert "train.min_images_per_type=8" in message
+
+
+def test_plan_refuses_too_few_edges_with_a_type_to_train_naming_each_idle_edge():
+    job = _job(train={"min_edges": 2})
+    reports = [EdgeReport("e1", {"box": TypeCounts(0, 3), "tiny": TypeCounts(3, 1)}),
+               EdgeReport("e2", {"box": TypeCounts(20, 5)})]
+    plan = make_plan(job, reports)
+    with pytest.raises(DataError) as err:
+        _require_training_edges(EdgeQuorum.of(job), plan, reports)
+    message = str(err.value)
+    assert "only 1 of 2 edges hold a type that trains, fewer than train.min_edges=2" in message
+    assert "e1: holds box=0, tiny=3 training images" in message
+    assert "box: all held out here" in message and "tiny: 3 training images, fewer than" in message
 
 
 def test_trigger_counts_new_samples_since_the_last_trained_version():

@@ -20,6 +20,7 @@ from entgan.steps.records import EDGE_FAILURE, record, run_edge_task, split_fail
 from entgan.steps.train import AggregateFiles, aggregate
 from entgan.aggregate import AggregationError
 from entgan.bundle import BundleHeader, load_bundle, pack, save_bundle
+from entgan.cli import format_summary
 from entgan.config import parse_job
 from entgan.lifecycle import Stage, State, current_states, edge_failures
 from entgan.registry import RegistryError, library_for
@@ -75,6 +76,17 @@ def test_a_crashed_edge_is_left_out_and_the_round_goes_on(crashed):
     plan = Plan.load(crashed.work / "plan")
     assert "edge-3" in plan.failed_edges and plan.assignments.get("edge-3") is None
     assert load_bundle(crashed.work / "update-2-edge-2").header.kind == EDGE_FAILURE
+
+
+def test_the_summary_lists_the_edges_left_out_and_why(crashed):
+    # Assert: the run's summary names each edge left out, where and why
+    left_out = crashed.summary["left_out"]
+    assert sorted(left_out) == ["edge-2", "edge-3"]
+    assert left_out["edge-3"].startswith("inspection: ") and "broken.png: cannot read image" in left_out["edge-3"]
+    assert left_out["edge-2"].startswith("round 2: ") and "edge-2 does not exist" in left_out["edge-2"]
+    # Assert: so does the table `entgan run` ends with
+    last = format_summary(crashed.summary).splitlines()[-1]
+    assert last.startswith("edges left out: edge-2 (round 2: ") and ", edge-3 (inspection: " in last, last
 
 
 def test_below_min_edges_the_round_fails_cleanly_and_nothing_is_registered(demo_edges, tmp_path):

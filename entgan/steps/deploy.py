@@ -16,7 +16,7 @@ from entgan.lifecycle import Stage, State
 from entgan.report import model_description, run_note, version_description
 from entgan.steps.common import TaskContext, load_state, log
 from entgan.steps.plan import Plan
-from entgan.steps.records import job_run, record
+from entgan.steps.records import edges_left_out, job_run, record
 from entgan.strategies import FEATURES
 
 
@@ -52,6 +52,7 @@ def deploy(ctx: TaskContext, files: DeployFiles) -> dict:
     _register_evaluator(job, plan, state, load_bundle(files.real_stats), run_id, samples_dir, library)
     summary["skipped"] = plan.skipped
     summary["uncertain"] = plan.uncertain
+    summary["left_out"] = edges_left_out(library.states(run_id), plan.failed_edges)
     Path(files.summary).write_text(json.dumps(summary, indent=2, sort_keys=True))
     library.log_json(run_id, summary, "summary.json")
     library.note_run(run_id, run_note(summary, job.train.strategy, job.train.rounds))

@@ -36,7 +36,7 @@ def create_job(ctx: TaskContext, files: CreateFiles) -> list[dict[str, str]]:
         "strategy": job.train.strategy,
         "rounds": job.train.rounds,
         "local_steps": job.train.local_steps,
-        "cloud_steps": job.train.global_steps,
+        "cloud_steps": job.train.cloud_steps,
         "image_size": job.train.image_size,
         "width": job.train.width,
         "latent_dim": job.train.latent_dim,

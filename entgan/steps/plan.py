@@ -85,7 +85,8 @@ def make_plan(job: JobSpec, reports: list[EdgeReport]) -> Plan:
             types.append(t)
     if not types:
         reasons = "; ".join(f"{t}: {why}" for t, why in skipped.items()) or "the edges hold no images"
-        raise DataError(f"job {job.name!r}: no data type can be trained ({reasons})")
+        raise DataError(f"job {job.name!r}: no data type can be trained ({reasons}); training images per edge: "
+                        + "; ".join(f"{r.edge} {_counts(r)}" for r in reports))
     assignments = {r.edge: [t for t in types if t in r.types and r.types[t].train > 0] for r in reports}
     uncertain = {t: sum(r.uncertain.get(t, 0) for r in reports) for t in seen}
     return Plan(
@@ -140,6 +141,7 @@ def plan_job(ctx: TaskContext, files: PlanFiles, now: dt.time | None = None) -> 
         f"only {len(bundles)} of {quorum.edges} edges could be inspected, fewer than "
         f"train.min_edges={quorum.min_edges} ({reasons}); fix those edges or lower min_edges"))
     reports = [EdgeReport.from_json(json.dumps(b.header.extra["report"])) for b in bundles]
+    _refuse_same_images(reports)
     plan = make_plan(job, reports)
     plan.failed_edges = failed
     last = {t: library.latest_version(t) for t in plan.types}
@@ -156,6 +158,7 @@ def plan_job(ctx: TaskContext, files: PlanFiles, now: dt.time | None = None) -> 
         plan.save(files.plan)
         save_state(files.global_state, {}, round_=0, types=[])
         return plan
+    _require_training_edges(quorum, plan, reports)
     state = _starting_state(ctx, plan, snapshot, bundles, known_types)
     for t, why in plan.skipped.items():
         log(f"type {t} not trained: {why}")
@@ -165,6 +168,39 @@ def plan_job(ctx: TaskContext, files: PlanFiles, now: dt.time | None = None) -> 
     save_state(files.global_state, state, round_=0, types=plan.types)
     record(library, run_id, Stage.TRAIN, State.READY, State.STARTING, detail=plan.trigger_reason)
     return plan
+
+
+def _counts(report: EdgeReport) -> str:
+    """An edge's training images per type, e.g. 'box=3, table=12'."""
+    return ", ".join(f"{t}={c.train}" for t, c in sorted(report.types.items()))
+
+
+def _refuse_same_images(reports: list[EdgeReport]) -> None:
+    """Two edges whose images are the same (one folder under two names, or a copy) would count
+    every image twice; the job file's check catches equal paths, this one equal contents."""
+    first: dict[str, str] = {}
+    for r in reports:
+        if r.fingerprint in first:
+            raise DataError(f"edges {first[r.fingerprint]!r} and {r.edge!r} hold the same images ({_counts(r)}: "
+                            "same file names and bytes); their images would be counted twice: give each edge "
+                            "its own data")
+        if r.fingerprint:
+            first[r.fingerprint] = r.edge
+
+
+def _require_training_edges(quorum: EdgeQuorum, plan: Plan, reports: list[EdgeReport]) -> None:
+    """An edge none of whose types trains sends empty updates; with fewer than `min_edges`
+    edges left to train, round 1 would fail without naming why. Say it now, per edge."""
+    idle = {}
+    for r in reports:
+        if not plan.assignments.get(r.edge):
+            why = "; ".join(f"{t}: {plan.skipped[t].split('; ')[0] if t in plan.skipped else 'all held out here'}"
+                            for t in sorted(r.types))
+            idle[r.edge] = f"holds {_counts(r)} training images, and none of its types trains ({why})"
+    training = len(reports) - len(idle)
+    quorum.require(training, idle, lambda reasons: DataError(
+        f"only {training} of {quorum.edges} edges hold a type that trains, fewer than train.min_edges="
+        f"{quorum.min_edges} ({reasons}); add images at those edges, or lower train.min_edges"))
 
 
 def _starting_state(ctx: TaskContext, plan: Plan, snapshot: Bundle, bundles: list[Bundle],

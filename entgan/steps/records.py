@@ -19,7 +19,7 @@ from typing import Callable
 
 from entgan.bundle import Bundle, BundleError, BundleHeader, load_bundle, read_header, save_bundle
 from entgan.config import JobSpec
-from entgan.lifecycle import Stage, State, StateChange, current_states
+from entgan.lifecycle import Stage, State, StateChange, current_states, edge_failures
 from entgan.redact import redact
 from entgan.steps.common import log
 
@@ -127,6 +127,19 @@ def lost_edges(tags: dict[str, str]) -> dict[Stage, dict[str, int]]:
         if mark.get("state") == State.RUNNING.value:
             lost.setdefault(Stage(stage), {})[edge] = int(mark.get("round", 0))
     return lost
+
+
+def edges_left_out(history: list[StateChange], inspection: dict[str, str]) -> dict[str, str]:
+    """{edge: where and why it was left out} over a whole run, for its summary: the edge
+    failures in the stage states ('inspection: ...', 'round 2: ...', 'evaluation: ...'), and the
+    plan's `inspection` failures (kept even when an edge could not reach MLflow to record one)."""
+    found: dict[str, list[str]] = {}
+    for change in edge_failures(history):
+        where = change.detail.removesuffix(": edge left out")
+        found.setdefault(change.edge, []).append(f"{where}: {change.error}" if change.error else where)
+    for edge, why in inspection.items():
+        found.setdefault(edge, [f"inspection: {why}"])
+    return {edge: "; ".join(dict.fromkeys(whys)) for edge, whys in sorted(found.items())}
 
 
 def run_edge_task(job: JobSpec, kfp_run_id: str, stage: Stage, edge: str, output_path: str | Path, work,
