@@ -318,7 +318,7 @@ class DeploySpec(_Strict):
     )
     kid_stderr_multiple: float = Field(default=1.0, ge=0, description="how many KID standard errors a rise may be")
     max_kid_random: float | None = Field(
-        default=10.0, gt=0, description="every candidate's KID (random features) must be at most this"
+        default=20.0, gt=0, description="every candidate's KID (random features) must be at most this"
     )
 
 
