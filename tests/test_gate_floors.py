@@ -136,3 +136,23 @@ def test_a_first_version_below_the_floors_gets_no_champion_and_the_summary_says_
         assert f"NO CHAMPION for {t}: its first version v1 failed the gate" in text
     with pytest.raises(NoChampionError):
         generate(job, ["box"], 1, tmp_path / "out")
+
+
+@pytest.mark.parametrize(("c2st", "passes", "reason"), [
+    (0.95, False, "C2ST 0.95 rises above the champion's 0.90 [0.85, 0.94]"),
+    (0.94, True, "C2ST 0.94 is within or below the champion's 0.90 [0.85, 0.94]"),
+    (0.50, True, "C2ST 0.50 is within or below"),
+])
+def test_c2st_may_not_exceed_the_champions_interval(c2st, passes, reason, two_metrics):
+    champion = {"c2st": 0.9, "c2st_low": 0.85, "c2st_high": 0.94}
+    rules = DeploySpec(kid_must_not_rise=False, max_kid_random=None)
+    promote, reasons = metrics.gate_decision({"c2st": c2st}, champion, rules)
+    assert promote is passes, reasons
+    assert len(reasons) == 1 and reasons[0].startswith(reason), reasons
+
+
+def test_a_metric_too_few_images_could_measure_passes_and_says_so(two_metrics):
+    promote, reasons = metrics.gate_decision({}, None, DeploySpec())
+    assert promote
+    assert reasons == ["C2ST not measured (too few held-out images at the edges)",
+                       "KID random not measured (too few held-out images at the edges)"]
