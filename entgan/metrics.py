@@ -243,7 +243,7 @@ class Metric:
         return [f"{prefix}{self.name}{suffix}" for suffix in ("", "_se", *self.extras)]
 
     def cell(self, values: dict, prefix: str = "") -> str:
-        """The metric as people read it, e.g. '0.93 [0.86, 0.96]' or '0.24 (0.01±0.30)': `<prefix><name>`
+        """The metric as people read it, e.g. '0.93 [0.86, 0.96]' or '0.24 (floor 0.01±0.30)': `<prefix><name>`
     rendered with its extras when it has them all."""
         value = values.get(f"{prefix}{self.name}")
         if value is None or self.render is None:
@@ -259,7 +259,7 @@ def with_interval(value: float, low: float, high: float) -> str:
 
 
 def with_floor(value: float, floor: float, floor_std: float) -> str:
-    return f"{value:.2f} ({floor:.2f}±{floor_std:.2f})"
+    return f"{value:.2f} (floor {floor:.2f}±{floor_std:.2f})"
 
 
 KID_EXTRAS = ("_floor", "_floor_std")
@@ -271,11 +271,11 @@ METRICS: list[Metric] = [
     Metric("c2st", "C2ST", head="C2ST [95%]", higher_is_better=False, score=scoring.c2st, edge_part=scoring.c2st_part,
            prepare=scoring.c2st_generators, extras=("_low", "_high"), render=with_interval, optional=True,
            rules=(WithinChampionInterval("c2st_must_not_rise"), Ceiling("max_c2st"))),
-    Metric("kid_random", "KID random", head="KID random (floor)", higher_is_better=False, score=scoring.kid_random,
+    Metric("kid_random", "KID random", higher_is_better=False, score=scoring.kid_random,
            edge_part=scoring.kid_random_part, extras=KID_EXTRAS, render=with_floor, optional=True,
            rules=(HoldsAgainstChampion("kid_must_not_rise", stderr_multiple="kid_stderr_multiple"),
                   Ceiling("max_kid_random"))),
-    Metric("kid_domain", "KID domain", head="KID domain (floor)", higher_is_better=False, score=scoring.kid_domain,
+    Metric("kid_domain", "KID domain", higher_is_better=False, score=scoring.kid_domain,
            extras=KID_EXTRAS, render=with_floor, table=False, optional=True),
     Metric("precision", "precision", higher_is_better=True, score=scoring.precision, rules=(Floor("min_precision"),),
            table=False),
