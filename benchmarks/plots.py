@@ -62,9 +62,37 @@ def summary_rows(results: dict) -> list[dict]:
                                  f"{steps} classifier steps"
                                  + _seed_spread(q)
                                  + (f", {_fmt(fewer['cas_ratio'])} at {fewer['steps']}" if fewer else "")
-                                 + f"; FID {per}",
+                                 + f"; FID {per}" + _c2st_kid(q["types"]),
                      "target": ">= 0.85", "met": q["target"]["met"]})
+    if "fidelity" in f:
+        d = f["fidelity"]
+        champions = d.get("champions") or {}
+        measured = (_c2st_kid(champions).lstrip("; ") + "; federated agrees with centralized: "
+                    + ", ".join(f"{t} {'yes' if v['agree'] else 'no'}" for t, v in champions.items())
+                    if champions else "calibration only (no champions)")
+        rows.append({"figure": "7. fidelity (champions' C2ST, KID random with floor)", "measured": measured,
+                     "target": "C2ST low end >= 0.9 (far from real, as seen) and agreeing with centralized",
+                     "met": d["target"]["met"]})
+    if "downstream" in f:
+        d = f["downstream"]
+        c = d["conditions"]
+        rows.append({"figure": "8. downstream gain (10 % real + synthetic vs 10 % real)",
+                     "measured": f"{_fmt(d['gain'], '+.3f')} ({c['real_10']['mean']:.3f} -> "
+                                 f"{c['real_10_plus_synthetic']['mean']:.3f}); all real {c['all_real']['mean']:.3f}, "
+                                 f"synthetic only {c['synthetic_only']['mean']:.3f}",
+                     "target": "gain above the seed spread", "met": d["target"]["met"]})
     return rows
+
+
+def _c2st_kid(types: dict) -> str:
+    """'; C2ST box 0.93 [0.86, 0.96], ...; KID random box 0.24 (floor -0.09±0.24), ...' where measured."""
+    with_c2st = {t: v for t, v in types.items() if "c2st" in v}
+    if not with_c2st:
+        return ""
+    c2st = ", ".join(f"{t} {v['c2st']:.2f} [{v['c2st_low']:.2f}, {v['c2st_high']:.2f}]" for t, v in with_c2st.items())
+    kid = ", ".join(f"{t} {v['random_kid']:.2f} (floor {v['random_kid_floor']:.2f}±{v['random_kid_floor_std']:.2f})"
+                    for t, v in with_c2st.items() if "random_kid" in v)
+    return f"; C2ST {c2st}" + (f"; KID random {kid}" if kid else "")
 
 
 def _seed_spread(q: dict) -> str:
@@ -169,4 +197,36 @@ def draw_all(results: dict, out: Path) -> list[Path]:
         axes[3].axhline(0.85, color="grey", ls="--")
         axes[3].set_title(f"cas_ratio (all {_fmt(q['cas_ratio'])}; --- target)")
         save(fig, "quality.png")
+    if (f.get("fidelity") or {}).get("champions"):
+        champions = f["fidelity"]["champions"]
+        types = list(champions)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+        xs = range(len(types))
+        for offset, key, label in ((-0.2, "c2st", "federated"), (0.2, "central_c2st", "centralized")):
+            low = "c2st_low" if key == "c2st" else "central_low"
+            high = "c2st_high" if key == "c2st" else "central_high"
+            values = [champions[t][key] for t in types]
+            errors = [[v - champions[t][low] for v, t in zip(values, types)],
+                      [champions[t][high] - v for v, t in zip(values, types)]]
+            left.errorbar([x + offset for x in xs], values, yerr=errors, fmt="o", capsize=3, label=label)
+        left.axhline(0.5, color="grey", ls=":", label="chance (as real)")
+        left.set(xticks=list(xs), xticklabels=types, ylim=(0.4, 1.02), ylabel="C2ST accuracy [95 %]",
+                 title="champions vs real: C2ST")
+        left.legend(fontsize=8)
+        right.bar([x - 0.2 for x in xs], [champions[t]["random_kid"] for t in types], 0.4, label="KID random")
+        right.bar([x + 0.2 for x in xs], [champions[t]["random_kid_floor"] for t in types], 0.4,
+                  yerr=[champions[t]["random_kid_floor_std"] for t in types], label="floor (real vs real) ± spread")
+        right.set(xticks=list(xs), xticklabels=types, ylabel="KID (random features)", title="KID beside its floor")
+        right.legend(fontsize=8)
+        save(fig, "fidelity.png")
+    if "downstream" in f:
+        c = f["downstream"]["conditions"]
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        names = list(c)
+        means = [c[n]["mean"] for n in names]
+        ax.bar(names, means, yerr=[[m - c[n]["min"] for m, n in zip(means, names)],
+                                   [c[n]["max"] - m for m, n in zip(means, names)]], capsize=4)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set(ylabel="held-out type accuracy (mean, min-max)", title="downstream: does synthetic data help?")
+        save(fig, "downstream.png")
     return written

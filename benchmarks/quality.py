@@ -81,6 +81,20 @@ def _ratios(synthetic: dict[str, float], real: dict[str, float]) -> dict[str, fl
     return {t: synthetic[t] / real[t] if real[t] else None for t in synthetic}
 
 
+def _fidelity(generator: Generator, train: torch.Tensor, holdout: torch.Tensor, settings: Settings) -> dict:
+    """C2ST (one classifier on all the type's training images, tested on every held-out image;
+    figure 7's step count) and random-feature KID beside its floor, as the pipeline reads them."""
+    from benchmarks.fidelity import C2ST_STEPS, centralized_c2st
+    from entgan.fidelity import RandomFeatures, extract, kid_scores
+
+    rng = torch.Generator().manual_seed(2)
+    fakes = generator.sample(len(train) + len(holdout), generator=rng)
+    c2st, low, high = centralized_c2st([holdout], [train], fakes, steps=C2ST_STEPS[settings.mode])
+    space = RandomFeatures(0)
+    kid = kid_scores({"random": extract(space, holdout)}, fakes, {"random": space})["random"]
+    return {"c2st": c2st, "c2st_low": low, "c2st_high": high, **kid.as_dict("random_")}
+
+
 def train_champions(settings: Settings, workdir: Path, referee: Referee) -> tuple[dict[str, Generator], dict]:
     """The champions (type -> generator) and how they were trained (FID per round, under the referee)."""
     train, evaluation = settings.champion_train(), settings.evaluation()
@@ -111,7 +125,8 @@ def run(settings: Settings, workdir: Path, referee: Referee, pooled: dict[str, t
         real_features = embed(referee.net, holdout[t])
         k = min(PR_K, len(real_features) - 1)
         precision, recall = precision_recall(real_features, embed(referee.net, fakes), k=k)
-        per_type[t] = {"fid": referee.fid(generators[t], t), "precision": precision, "recall": recall}
+        per_type[t] = {"fid": referee.fid(generators[t], t), "precision": precision, "recall": recall,
+                       **_fidelity(generators[t], pooled[t], holdout[t], settings)}
     steps = settings.champion_cas_steps()  # the demo job's own CAS classifier steps
     cas_synthetic, cas_real, per_seed = _cas(generators, types, pooled, holdout, settings, steps)
     ratios = _ratios(cas_synthetic, cas_real)
@@ -126,8 +141,8 @@ def run(settings: Settings, workdir: Path, referee: Referee, pooled: dict[str, t
                    "cas_ratio_per_seed": short_per_seed}
     ratio = ratios["all"]
     return {
-        "what": "per-type domain-FID, precision, recall (k=3) and classification accuracy score of the champions "
-                "vs real held-out images",
+        "what": "per-type domain-FID, precision, recall (k=3), C2ST [95 %], KID (random features) beside its "
+                "real-vs-real floor and classification accuracy score of the champions vs real held-out images",
         "how": "referee feature network; CAS = accuracy on real held-out images of a classifier trained only on "
                "generated images, divided by that of the same classifier trained on real training images "
                f"({steps} steps, batch {2 * settings.batch_size}, balanced over the types; both "

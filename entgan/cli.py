@@ -105,15 +105,19 @@ def show_status(job: JobSpec, runs: int = 5) -> str:
 
 def format_summary(summary: dict) -> str:
     """The per-type table `entgan run` ends with."""
-    from entgan.metrics import summary_columns, summary_rows
+    from entgan.metrics import in_table, summary_columns, summary_rows
 
     if summary.get("waiting"):
         return f"train stage Waiting: {summary['waiting']}; nothing was trained"
-    rows = [tuple(summary_columns())] + [
-        (r.data_type, r.started_from, *r.metrics, r.version, r.champion, r.reason) for r in summary_rows(summary)
+    shown = summary_rows(summary, select=in_table)
+    rows = [tuple(summary_columns(select=in_table))] + [
+        (r.data_type, r.started_from, *r.metrics, r.version, r.champion, r.reason) for r in shown
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    lines += [f"NO CHAMPION for {r.data_type}: its first version {r.version} failed the gate (above); it is "
+              f"registered but not deployed, so `entgan generate {r.data_type}` has nothing to serve yet"
+              for r in shown if r.champion == "-"]
     lines += ["", "sample grids:"] + [f"  {t}: {i['grid']}" for t, i in sorted(summary["types"].items())]
     lines += [f"figure ({name.replace('_', ' ')}): {path}" for name, path in summary.get("figures", {}).items()]
     lines += [f"skipped {t}: {why}" for t, why in summary.get("skipped", {}).items()]

@@ -205,6 +205,7 @@ class EvalSpec(_Strict):
         "one classifier's per-type CAS moves by up to ±0.15 with its seed",
     )
     pr_k: int = Field(default=3, ge=1, description="k of the k-NN manifolds of precision and recall")
+    c2st_steps: int = Field(default=500, ge=1, description="steps of each edge's real-vs-synthetic classifier (C2ST)")
     confidence: float = Field(
         default=0.5, gt=0, lt=1, description="below this top-class probability an image is 'uncertain'"
     )
@@ -238,10 +239,11 @@ class TriggerSpec(_Strict):
 class DeploySpec(_Strict):
     """The deploy gate: what a candidate must satisfy to become champion.
 
-    Metrics: `fid` (domain-feature FID, lower is better), `precision`, `recall` (improved
-    precision/recall, k=3) and `cas` (classification accuracy score), higher is better. The
-    champion is scored again in the same run, on the same statistics. A rule set to null or
-    false is off.
+    Metrics: `fid` (domain-feature FID), `c2st` (real-vs-synthetic classifier accuracy),
+    `kid_random` (KID, random features), lower is better; `precision`, `recall` and `cas`
+    (classification accuracy score), higher is better (docs/evaluation.md). The champion is
+    scored again in the same run, on the same statistics. A rule set to null or false is off;
+    the `min_`/`max_` floors apply to a type's first version too.
     """
 
     fid_must_not_rise: bool = Field(
@@ -260,6 +262,21 @@ class DeploySpec(_Strict):
     )
     cas_tolerance: float = Field(
         default=0.0, ge=0, le=1, description="how far CAS may fall below the champion's and still pass"
+    )
+    min_cas_ratio: float | None = Field(
+        default=0.3, ge=0, le=1,
+        description="every candidate's CAS must be at least this share of the real-data classifier's accuracy",
+    )
+    c2st_must_not_rise: bool = Field(
+        default=True, description="with a champion, the candidate's C2ST must not exceed the champion's 95 % interval"
+    )
+    max_c2st: float | None = Field(default=None, ge=0.5, le=1, description="every candidate's C2ST must be at most this")
+    kid_must_not_rise: bool = Field(
+        default=True, description="with a champion, the candidate's KID (random features) must not rise beyond its SE"
+    )
+    kid_stderr_multiple: float = Field(default=1.0, ge=0, description="how many KID standard errors a rise may be")
+    max_kid_random: float | None = Field(
+        default=20.0, gt=0, description="every candidate's KID (random features) must be at most this"
     )
 
 

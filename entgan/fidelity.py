@@ -113,7 +113,7 @@ def c2st_counts(model: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> C2S
     return C2STCounts(correct, len(real) + len(fake))
 
 
-def _check_sets(real: torch.Tensor, fake: torch.Tensor, folds: int) -> None:
+def _check_sets(real: torch.Tensor, fake: torch.Tensor, folds: int, cross_fit: bool = True) -> None:
     if folds < 2:
         raise ValueError(f"c2st: folds must be at least 2 (train on some, test on the rest), got {folds}")
     for name, x in (("real_images", real), ("fake_images", fake)):
@@ -122,7 +122,7 @@ def _check_sets(real: torch.Tensor, fake: torch.Tensor, folds: int) -> None:
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"c2st: real images are {tuple(real.shape[1:])} but fakes {tuple(fake.shape[1:])}; "
                          "sample the generator at the edge's image size")
-    if len(real) < 2 * folds:
+    if len(real) < (2 * folds if cross_fit else 1):
         raise ValueError(f"c2st: {len(real)} real images are too few for {folds} folds; need at least {2 * folds}")
     if len(fake) < len(real):
         raise ValueError(f"c2st: {len(fake)} fake images for {len(real)} real ones; sample at least as many fakes")
@@ -153,7 +153,7 @@ def c2st_edge_part(real_images: torch.Tensor, fake_images: torch.Tensor, seed: i
     tested on this part and as many other fakes. Either way every held-out image is tested
     exactly once, by a classifier that never saw it, and only the two counts leave the edge.
     """
-    _check_sets(real_images, fake_images, folds)
+    _check_sets(real_images, fake_images, folds, cross_fit=train_images is None)
     rng = torch.Generator().manual_seed(seed)
     if train_images is not None:
         return _c2st_on_training_images(real_images, fake_images, train_images, seed, steps, batch_size, rng)

@@ -139,7 +139,7 @@ def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
     grids = copy_samples(summary, state_dir / "samples")
     for t, path in grids.items():
         summary["types"][t]["grid"] = str(path)
-    if summary["types"]:  # the README's pictures: real vs generated per type, FID per round
+    if any(i.get("champion") for i in summary["types"].values()):  # the README's pictures (of the champions)
         summary["figures"] = {k: str(v) for k, v in write_figures(job, state_dir / "figures").items()}
     return summary
 

@@ -141,6 +141,59 @@ class HoldsAgainstChampion:
         return False, f"{m.label} {ours} rises above the champion's {theirs} plus the {said}"
 
 
+@dataclass(frozen=True)
+class WithinChampionInterval:
+    """With a champion, the candidate may not be worse than the champion beyond the champion's
+    95 % interval (its `<name>_low` / `<name>_high`). Without a champion it passes (not NaN)."""
+
+    switch: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.switch,)
+
+    def check(self, m: Metric, candidate: dict, champion: dict | None, rules: DeploySpec) -> Check | None:
+        if not getattr(rules, self.switch):
+            return None
+        value = _metric(candidate, m.name, "candidate")
+        if champion is None or m.name not in champion:
+            why = "no champion" if champion is None else f"the champion has no {m.label}"
+            return not math.isnan(value), f"{m.label} {value:.2f}: {why} to compare with"
+        theirs = m.cell(champion)
+        if m.higher_is_better:
+            bound = float(champion.get(f"{m.name}_low", champion[m.name]))
+            if value >= bound:
+                return True, f"{m.label} {value:.2f} is within or above the champion's {theirs}"
+            return False, f"{m.label} {value:.2f} drops below the champion's {theirs}"
+        bound = float(champion.get(f"{m.name}_high", champion[m.name]))
+        if value <= bound:
+            return True, f"{m.label} {value:.2f} is within or below the champion's {theirs}"
+        return False, f"{m.label} {value:.2f} rises above the champion's {theirs}"
+
+
+@dataclass(frozen=True)
+class RelativeFloor:
+    """The candidate's value must be at least the DeploySpec field `limit` (None: off) times the
+    report's `reference` value (e.g. the real-data classifier's accuracy); first versions too."""
+
+    limit: str
+    reference: str
+    said: str
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.limit,)
+
+    def check(self, m: Metric, candidate: dict, champion: dict | None, rules: DeploySpec) -> Check | None:
+        share = getattr(rules, self.limit)
+        if share is None:
+            return None
+        value = _metric(candidate, m.name, "candidate")
+        reference = _metric(candidate, self.reference, "candidate")
+        floor = f"the floor {share:g} x {reference:.2f} ({self.said})"
+        if value >= share * reference:
+            return True, f"{m.label} {value:.2f} meets {floor}"
+        return False, f"{m.label} {value:.2f} is below {floor}"
+
+
 # ---------------------------------------------------------------- the metrics
 
 
@@ -158,6 +211,12 @@ class Metric:
     rules: gate rules over the candidate's (and champion's) value, in order.
     before: the tables show the starting generators' value too ("FID before", "FID after").
     own_champion: the metric scores the "champion" set as `champion_<name>` for the gate.
+    extras: suffixes of further report keys (`<name>_low`, ...) a dict-valued score fills; they
+      travel with the value to the gate, the tags and the KFP metrics.
+    render: how a cell shows the value with its extras (`with_interval`, `with_floor`).
+    table: shown in `entgan run`'s table and `entgan status` (all metrics are in tags and reports).
+    head: the column head, if not the label.
+    optional: may be unmeasurable (too few held-out images); its rules then pass, saying so.
     """
 
     name: str
@@ -170,19 +229,61 @@ class Metric:
     prepare: Callable | None = None
     own_champion: bool = False
     digits: int = 2
+    extras: tuple[str, ...] = ()
+    render: Callable | None = None
+    table: bool = True
+    head: str | None = None
+    optional: bool = False
 
     def show(self, value) -> str:
         return "-" if value is None else f"{float(value):.{self.digits}f}"
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The report keys of this metric: `<prefix><name>`, its `_se` and its extras."""
+        return [f"{prefix}{self.name}{suffix}" for suffix in ("", "_se", *self.extras)]
+
+    def cell(self, values: dict, prefix: str = "") -> str:
+        """The metric as people read it, e.g. '0.93 [0.86, 0.96]' or '0.24 (floor 0.01±0.30)': `<prefix><name>`
+    rendered with its extras when it has them all."""
+        value = values.get(f"{prefix}{self.name}")
+        if value is None or self.render is None:
+            return self.show(value)
+        extras = {s: values.get(f"{prefix}{self.name}{s}") for s in self.extras}
+        if any(v is None for v in extras.values()):
+            return self.show(value)
+        return self.render(float(value), *(float(v) for v in extras.values()))
+
+
+def with_interval(value: float, low: float, high: float) -> str:
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def with_floor(value: float, floor: float, floor_std: float) -> str:
+    return f"{value:.2f} (floor {floor:.2f}±{floor_std:.2f})"
+
+
+KID_EXTRAS = ("_floor", "_floor_std")
 
 
 METRICS: list[Metric] = [
     Metric("fid", "FID", higher_is_better=False, score=scoring.fid, before=True,
            rules=(BeatsChampion("fid_must_not_rise"), Ceiling("max_fid"))),
-    Metric("precision", "precision", higher_is_better=True, score=scoring.precision, rules=(Floor("min_precision"),)),
-    Metric("recall", "recall", higher_is_better=True, score=scoring.recall, rules=(Floor("min_recall"),)),
+    Metric("c2st", "C2ST", head="C2ST [95%]", higher_is_better=False, score=scoring.c2st, edge_part=scoring.c2st_part,
+           prepare=scoring.c2st_generators, extras=("_low", "_high"), render=with_interval, optional=True,
+           rules=(WithinChampionInterval("c2st_must_not_rise"), Ceiling("max_c2st"))),
+    Metric("kid_random", "KID random", higher_is_better=False, score=scoring.kid_random,
+           edge_part=scoring.kid_random_part, extras=KID_EXTRAS, render=with_floor, optional=True,
+           rules=(HoldsAgainstChampion("kid_must_not_rise", stderr_multiple="kid_stderr_multiple"),
+                  Ceiling("max_kid_random"))),
+    Metric("kid_domain", "KID domain", higher_is_better=False, score=scoring.kid_domain,
+           extras=KID_EXTRAS, render=with_floor, table=False, optional=True),
+    Metric("precision", "precision", higher_is_better=True, score=scoring.precision, rules=(Floor("min_precision"),),
+           table=False),
+    Metric("recall", "recall", higher_is_better=True, score=scoring.recall, rules=(Floor("min_recall"),), table=False),
     Metric("cas", "CAS", higher_is_better=True, score=scoring.cas, edge_part=scoring.cas_part,
            prepare=scoring.cas_classifiers, own_champion=True,
-           rules=(HoldsAgainstChampion("cas_must_not_drop", tolerance="cas_tolerance"),)),
+           rules=(HoldsAgainstChampion("cas_must_not_drop", tolerance="cas_tolerance"),
+                  RelativeFloor("min_cas_ratio", "evaluator_accuracy", "the real-data classifier's accuracy"))),
 ]
 
 
@@ -196,7 +297,13 @@ def gate_decision(candidate: dict[str, float], champion: dict[str, float] | None
 
     `candidate` must hold every metric an active rule reads; `champion` is None when the type
     has no champion yet (rules that compare with it then pass). NaN never passes."""
-    checks = [c for m in METRICS for rule in m.rules if (c := rule.check(m, candidate, champion, rules))]
+    checks = []
+    for m in METRICS:
+        if m.optional and m.name not in candidate:
+            if any(rule.check(m, {m.name: 0.0}, None, rules) for rule in m.rules):  # some rule is on
+                checks.append((True, f"{m.label} not measured (too few held-out images at the edges)"))
+            continue
+        checks += [c for rule in m.rules if (c := rule.check(m, candidate, champion, rules))]
     if not checks:
         return True, ["every deploy rule is off: promoted without checks"]
     return all(passed for passed, _ in checks), [reason for _, reason in checks]
@@ -205,14 +312,13 @@ def gate_decision(candidate: dict[str, float], champion: dict[str, float] | None
 def gate_inputs(scores: dict[str, float], has_champion: bool) -> tuple[dict, dict | None]:
     """The candidate's and the champion's values from a type's evaluation report: the champion
     was scored in this run on the same statistics (`champion_<m>`, else `baseline_<m>`)."""
-    candidate = {k: v for m in METRICS for k in (m.name, f"{m.name}_se") if (v := scores.get(k)) is not None}
+    candidate = {k: v for k, v in scores.items() if not k.startswith(("baseline_", "champion_")) and v is not None}
     if not has_champion:
         return candidate, None
     champion = {}
     for m in METRICS:
-        value = scores.get(f"champion_{m.name}", scores.get(f"baseline_{m.name}"))
-        if value is not None:
-            champion[m.name] = value
+        prefix = "champion_" if f"champion_{m.name}" in scores else "baseline_"
+        champion.update({key[len(prefix):]: v for key in m.keys(prefix) if (v := scores.get(key)) is not None})
     return candidate, champion
 
 
@@ -221,7 +327,7 @@ def gate_inputs(scores: dict[str, float], has_champion: bool) -> tuple[dict, dic
 
 def version_tags(scores: dict[str, float]) -> dict[str, str]:
     """Registry tags of a version: `entgan.<m>` (and `entgan.baseline_<m>` for before/after metrics)."""
-    tags = {f"entgan.{m.name}": f"{scores[m.name]:.4f}" for m in METRICS if m.name in scores}
+    tags = {f"entgan.{k}": f"{scores[k]:.4f}" for m in METRICS for k in m.keys() if scores.get(k) is not None}
     tags.update({f"entgan.baseline_{m.name}": f"{scores[f'baseline_{m.name}']:.4f}"
                  for m in METRICS if m.before and f"baseline_{m.name}" in scores})
     return tags
@@ -231,10 +337,10 @@ def describe(scores: dict[str, float], before_arrow: str = "→", bold: bool = T
     """'FID 40.00 → **3.25**, precision 0.50, recall 0.25, CAS 0.75'."""
     parts = []
     for m in METRICS:
-        after = m.show(scores.get(m.name))
+        after = m.cell(scores)
         if m.before:
             after = f"**{after}**" if bold else after
-            parts.append(f"{m.label} {m.show(scores.get(f'baseline_{m.name}'))} {before_arrow} {after}")
+            parts.append(f"{m.label} {m.cell(scores, 'baseline_')} {before_arrow} {after}")
         else:
             parts.append(f"{m.label} {after}")
     return ", ".join(parts)
@@ -242,19 +348,20 @@ def describe(scores: dict[str, float], before_arrow: str = "→", bold: bool = T
 
 def from_tags(tags: dict[str, str]) -> dict[str, str]:
     """A version's metric values from its registry tags (`version_tags`), by metric name."""
-    return {m.name: tags[f"entgan.{m.name}"] for m in METRICS if f"entgan.{m.name}" in tags}
+    return {k: tags[f"entgan.{k}"] for m in METRICS for k in m.keys() if f"entgan.{k}" in tags}
 
 
 def kfp_metrics(data_type: str, scores: dict) -> dict[str, float]:
     """`<type>.<m>` for the KFP run page."""
-    return {f"{data_type}.{m.name}": float(scores[m.name]) for m in METRICS if m.name in scores}
+    return {f"{data_type}.{k}": float(scores[k]) for m in METRICS for k in m.keys() if scores.get(k) is not None}
 
 
 def metric_columns(before: bool = True, select=lambda m: True) -> list[str]:
     """Column heads: '<label> before' and '<label> after' for before/after metrics, else '<label>'."""
     cols = []
     for m in filter(select, METRICS):
-        cols += [f"{m.label} before", f"{m.label} after"] if m.before and before else [m.label]
+        head = m.head or m.label
+        cols += [f"{head} before", f"{head} after"] if m.before and before else [head]
     return cols
 
 
@@ -263,8 +370,8 @@ def metric_cells(values: dict, before: bool = True, select=lambda m: True) -> li
     cells = []
     for m in filter(select, METRICS):
         if m.before and before:
-            cells.append(m.show(values.get(f"baseline_{m.name}")))
-        cells.append(m.show(values.get(m.name)))
+            cells.append(m.cell(values, "baseline_"))
+        cells.append(m.cell(values))
     return cells
 
 
@@ -282,18 +389,23 @@ class SummaryRow:
     reason: str
 
 
-def summary_columns() -> list[str]:
-    return ["type", "started from", *metric_columns(), "version", "champion", "gate"]
+def summary_columns(select=lambda m: True) -> list[str]:
+    return ["type", "started from", *metric_columns(select=select), "version", "champion", "gate"]
 
 
-def summary_rows(summary: dict) -> list[SummaryRow]:
+def in_table(m: Metric) -> bool:
+    """The metrics `entgan run`'s table and `entgan status` show (the others: tags, reports)."""
+    return m.table
+
+
+def summary_rows(summary: dict, select=lambda m: True) -> list[SummaryRow]:
     """The per-type summary every rendering shows (CLI table, HTML report, run note)."""
     rows = []
     for t, info in sorted(summary.get("types", {}).items()):
         parent = info.get("parent_version")
         started = (f"champion v{parent}" if parent else
                    f"warm: {info['parent_task']}" if info.get("parent_task") else "untrained")
-        rows.append(SummaryRow(t, started, metric_cells(info), info, f"v{info.get('version')}",
+        rows.append(SummaryRow(t, started, metric_cells(info, select=select), info, f"v{info.get('version')}",
                                f"v{info['champion']}" if info.get("champion") else "-",
                                bool(info.get("promoted")), info.get("reason", "")))
     return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from entgan.lifecycle import Stage, current_states
-from entgan.metrics import from_tags, metric_cells, metric_columns
+from entgan.metrics import from_tags, in_table, metric_cells, metric_columns
 from entgan.registry import TaskLibrary
 
 
@@ -64,15 +64,18 @@ def format_status(status: dict, history: bool = True) -> str:
                 detail = f" - {c['detail']}" if c["detail"] else ""
                 lines.append(f"      {_when(c['at'])}  {c['stage']:<6} {c['state']}{where}{detail}{error}")
     lines.append("")
-    heads = "".join(f"{c:<10} " for c in metric_columns(before=False))
+    columns = metric_columns(before=False, select=in_table)
+    cells = {t: metric_cells(info["metrics"], before=False, select=in_table) for t, info in status["types"].items()}
+    widths = [max([len(c), 9] + [len(row[i]) for row in cells.values()]) for i, c in enumerate(columns)]
+    heads = "".join(f"{c:<{w}} " for c, w in zip(columns, widths))
     lines.append(f"  {'type':<10} {'champion':<9} {'latest':<7} {heads}{'images':<12} {'from':<12} last gate")
     for t, info in sorted(status["types"].items()):
         images = f"{info['train_images'] or '-'}+{info['holdout_images'] or '-'}"
         champion = f"v{info['champion']}" if info["champion"] else "-"
         latest = f"v{info['latest']}" if info["latest"] else "-"
-        cells = "".join(f"{c:<10} " for c in metric_cells(info["metrics"], before=False))
+        row = "".join(f"{c:<{w}} " for c, w in zip(cells[t], widths))
         lines.append(
-            f"  {t:<10} {champion:<9} {latest:<7} {cells}{images:<12} "
+            f"  {t:<10} {champion:<9} {latest:<7} {row}{images:<12} "
             f"{info['parent_task'] or '-':<12} {info['gate'] or '-'}"
         )
     return "\n".join(lines)

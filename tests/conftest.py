@@ -10,7 +10,10 @@ from entgan.config import parse_job
 from entgan.data import materialize_demo
 
 TINY_TRAIN = {"rounds": 2, "local_steps": 3, "batch_size": 8, "image_size": 16, "width": 8, "latent_dim": 8}
-TINY_EVAL = {"feature_steps": 3, "num_generated": 32, "feature_dim": 8}
+TINY_EVAL = {"feature_steps": 3, "num_generated": 32, "feature_dim": 8, "c2st_steps": 3}
+# A tiny job trains for seconds: its generators are noise, which the absolute floors refuse
+# (tests/test_gate_floors.py checks that); the lifelong tests need them deployed.
+TINY_DEPLOY = {"min_cas_ratio": None, "max_kid_random": None}
 
 
 def tiny_job_dict(root: Path, edges: list[str], **overrides) -> dict:
@@ -19,6 +22,7 @@ def tiny_job_dict(root: Path, edges: list[str], **overrides) -> dict:
         "edges": [{"name": e, "data": str(root / "edges" / e)} for e in edges],
         "train": dict(TINY_TRAIN),
         "eval": dict(TINY_EVAL),
+        "deploy": dict(TINY_DEPLOY),
         "state_dir": str(root / "state"),
     }
     job.update(overrides)

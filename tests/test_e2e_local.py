@@ -54,6 +54,7 @@ def test_first_run_registers_and_deploys_every_type(runs):
         assert Image.open(info["grid"]).mode == "RGB"
     text = format_summary(first)
     assert "FID before" in text and all(t in text for t in TYPES)
+    assert "C2ST [95%]" in text.splitlines()[0] and "KID random" in text.splitlines()[0]  # issue 15's readings
 
 
 def test_registry_holds_one_model_per_type_with_champion_and_tags(runs):

@@ -35,7 +35,13 @@ DUMMY = metrics.Metric("dummy", "DUMMY", higher_is_better=True, score=_dummy_sco
 def _report():
     return {"fid": 3.25, "baseline_fid": 40.0, "precision": 0.5, "recall": 0.25, "cas": 0.75,
             "baseline_precision": 0.5, "baseline_recall": 0.25, "baseline_cas": 0.5,
-            "train_images": 80.0, "holdout_images": 20.0}
+            "c2st": 0.9, "c2st_low": 0.85, "c2st_high": 0.94, "baseline_c2st": 0.95, "baseline_c2st_low": 0.9,
+            "baseline_c2st_high": 0.97, **_kid("kid_random"), **_kid("kid_domain"), **_kid("baseline_kid_random"),
+            "evaluator_accuracy": 0.9, "train_images": 80.0, "holdout_images": 20.0}
+
+
+def _kid(key):
+    return {key: 0.5, f"{key}_se": 0.2, f"{key}_floor": 0.01, f"{key}_floor_std": 0.3}
 
 
 def _summary(info):
@@ -85,7 +91,7 @@ def test_every_deploy_rule_is_read_by_a_metric_and_every_rule_names_a_deploy_set
     read = [f for m in metrics.METRICS for rule in m.rules for f in rule.fields()]
     assert sorted(read) == sorted(DeploySpec.model_fields)
     assert len(read) == len(set(read))
-    assert metrics.names() == ["fid", "precision", "recall", "cas"]
+    assert metrics.names() == ["fid", "c2st", "kid_random", "kid_domain", "precision", "recall", "cas"]
     assert all(f.name for f in fields(metrics.Metric))
 
 

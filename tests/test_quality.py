@@ -180,8 +180,15 @@ GOOD = {"fid": 3.21, "precision": 0.7, "recall": 0.6, "cas": 0.9}
 CHAMPION = {"fid": 4.02, "precision": 0.7, "recall": 0.5, "cas": 0.85}
 
 
+def _fid_cas(**rules) -> DeploySpec:
+    """The default FID and CAS rules alone (C2ST, KID and the absolute floors off: these
+    candidates carry FID, precision, recall and CAS only; tests/test_gate_floors.py gates on the others)."""
+    return DeploySpec(**{"c2st_must_not_rise": False, "kid_must_not_rise": False, "max_kid_random": None,
+                         "min_cas_ratio": None, **rules})
+
+
 def test_default_rules_promote_a_better_candidate_and_say_why():
-    promote, reasons = gate_decision(GOOD, CHAMPION, DeploySpec())
+    promote, reasons = gate_decision(GOOD, CHAMPION, _fid_cas())
 
     assert promote
     assert reasons == [
@@ -191,7 +198,7 @@ def test_default_rules_promote_a_better_candidate_and_say_why():
 
 
 def test_first_version_passes_the_comparing_rules():
-    promote, reasons = gate_decision(GOOD, None, DeploySpec())
+    promote, reasons = gate_decision(GOOD, None, _fid_cas())
 
     assert promote
     assert "no champion" in reasons[0] and "no champion" in reasons[1]
@@ -200,24 +207,28 @@ def test_first_version_passes_the_comparing_rules():
 @pytest.mark.parametrize(
     ("rules", "candidate", "passes", "reason"),
     [
-        (DeploySpec(cas_must_not_drop=False), {"fid": 4.5}, False, "FID 4.50 does not beat the champion's 4.02"),
-        (DeploySpec(cas_must_not_drop=False), {"fid": 4.02}, False, "does not beat"),
-        (DeploySpec(fid_must_not_rise=False, cas_must_not_drop=False, max_fid=5.0), {"fid": 4.5}, True,
+        (_fid_cas(cas_must_not_drop=False), {"fid": 4.5}, False, "FID 4.50 does not beat the champion's 4.02"),
+        (_fid_cas(cas_must_not_drop=False), {"fid": 4.02}, False, "does not beat"),
+        (_fid_cas(fid_must_not_rise=False, cas_must_not_drop=False, max_fid=5.0), {"fid": 4.5}, True,
          "FID 4.50 is within the ceiling 5.00"),
-        (DeploySpec(fid_must_not_rise=False, cas_must_not_drop=False, max_fid=4.0), {"fid": 4.5}, False,
+        (_fid_cas(fid_must_not_rise=False, cas_must_not_drop=False, max_fid=4.0), {"fid": 4.5}, False,
          "FID 4.50 is above the ceiling 4.00"),
-        (DeploySpec(cas_must_not_drop=False, min_recall=0.2), {"fid": 1.0, "recall": 0.12}, False,
+        (_fid_cas(cas_must_not_drop=False, min_recall=0.2), {"fid": 1.0, "recall": 0.12}, False,
          "recall 0.12 is below the floor 0.20"),
-        (DeploySpec(cas_must_not_drop=False, min_recall=0.2), {"fid": 1.0, "recall": 0.2}, True,
+        (_fid_cas(cas_must_not_drop=False, min_recall=0.2), {"fid": 1.0, "recall": 0.2}, True,
          "recall 0.20 meets the floor 0.20"),
-        (DeploySpec(cas_must_not_drop=False, min_precision=0.5), {"fid": 1.0, "precision": 0.4}, False,
+        (_fid_cas(cas_must_not_drop=False, min_precision=0.5), {"fid": 1.0, "precision": 0.4}, False,
          "precision 0.40 is below the floor 0.50"),
-        (DeploySpec(cas_must_not_drop=False, min_precision=0.5), {"fid": 1.0, "precision": 0.6}, True,
+        (_fid_cas(cas_must_not_drop=False, min_precision=0.5), {"fid": 1.0, "precision": 0.6}, True,
          "precision 0.60 meets the floor 0.50"),
-        (DeploySpec(), {"fid": 1.0, "cas": 0.80}, False,
+        (_fid_cas(), {"fid": 1.0, "cas": 0.80}, False,
          "CAS 0.80 drops below the champion's 0.85 minus the tolerance 0.00"),
-        (DeploySpec(cas_tolerance=0.05), {"fid": 1.0, "cas": 0.80}, True, "CAS 0.80 holds against the champion's 0.85"),
-        (DeploySpec(), {"fid": 4.019, "cas": 0.9}, True, "FID 4.019 beats the champion's 4.020"),
+        (_fid_cas(cas_tolerance=0.05), {"fid": 1.0, "cas": 0.80}, True, "CAS 0.80 holds against the champion's 0.85"),
+        (_fid_cas(min_cas_ratio=0.3), {"fid": 1.0, "cas": 0.9, "evaluator_accuracy": 0.95}, True,
+         "CAS 0.90 meets the floor 0.3 x 0.95 (the real-data classifier's accuracy)"),
+        (_fid_cas(cas_must_not_drop=False, min_cas_ratio=0.3), {"fid": 1.0, "cas": 0.2, "evaluator_accuracy": 0.9},
+         False, "CAS 0.20 is below the floor 0.3 x 0.90"),
+        (_fid_cas(), {"fid": 4.019, "cas": 0.9}, True, "FID 4.019 beats the champion's 4.020"),
     ],
 )
 def test_each_rule_passes_and_fails(rules, candidate, passes, reason):
@@ -228,7 +239,7 @@ def test_each_rule_passes_and_fails(rules, candidate, passes, reason):
 
 
 def test_one_failing_rule_blocks_promotion_and_every_rule_reports():
-    rules = DeploySpec(max_fid=10.0, min_precision=0.5, min_recall=0.7)
+    rules = _fid_cas(max_fid=10.0, min_precision=0.5, min_recall=0.7)
 
     promote, reasons = gate_decision(GOOD, CHAMPION, rules)
 
@@ -239,17 +250,17 @@ def test_one_failing_rule_blocks_promotion_and_every_rule_reports():
 
 def test_nan_metrics_never_pass():
     nan = float("nan")
-    assert not gate_decision({"fid": nan, "cas": 0.9}, CHAMPION, DeploySpec())[0]
-    assert not gate_decision({"fid": nan, "cas": 0.9}, None, DeploySpec())[0]
-    assert not gate_decision({"fid": 1.0, "cas": nan}, CHAMPION, DeploySpec())[0]
-    assert not gate_decision({"fid": 1.0, "recall": nan}, None, DeploySpec(cas_must_not_drop=False, min_recall=0.1))[0]
+    assert not gate_decision({"fid": nan, "cas": 0.9}, CHAMPION, _fid_cas())[0]
+    assert not gate_decision({"fid": nan, "cas": 0.9}, None, _fid_cas())[0]
+    assert not gate_decision({"fid": 1.0, "cas": nan}, CHAMPION, _fid_cas())[0]
+    assert not gate_decision({"fid": 1.0, "recall": nan}, None, _fid_cas(cas_must_not_drop=False, min_recall=0.1))[0]
 
 
 def test_a_metric_an_active_rule_needs_must_be_there():
     with pytest.raises(ValueError, match="no 'recall'.*turn its rule off"):
-        gate_decision({"fid": 1.0, "cas": 0.9}, CHAMPION, DeploySpec(min_recall=0.1))
+        gate_decision({"fid": 1.0, "cas": 0.9}, CHAMPION, _fid_cas(min_recall=0.1))
     with pytest.raises(ValueError, match="candidate's metrics have no 'fid'"):
-        gate_decision({"cas": 0.9}, None, DeploySpec())
+        gate_decision({"cas": 0.9}, None, _fid_cas())
 
 
 def test_rules_validate_like_the_job_file():
@@ -273,7 +284,7 @@ def _sweep(count: int):
         }
         flags = itertools.product([None, 0.0], [None, 0.0], [True, False])
         for max_fid_off, floor, cas_rule in flags:
-            rules = DeploySpec(
+            rules = _fid_cas(
                 max_fid=None if max_fid_off is None else 1000.0,
                 min_precision=floor,
                 min_recall=floor,

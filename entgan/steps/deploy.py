@@ -57,7 +57,8 @@ def deploy(ctx: TaskContext, files: DeployFiles) -> dict:
     library.log_json(run_id, summary, "summary.json")
     library.note_run(run_id, run_note(summary, job.train.strategy, job.train.rounds))
     record(library, run_id, Stage.DEPLOY, State.COMPLETED,
-           detail=", ".join(f"{t} v{i['champion']}" for t, i in summary["types"].items()))
+           detail=", ".join(f"{t} v{i['champion']}" if i["champion"] else f"{t} no champion"
+                            for t, i in summary["types"].items()))
     return summary
 
 

@@ -78,7 +78,7 @@ def eval_edge(ctx: TaskContext, files: EdgeEvalFiles) -> dict[str, int]:
     data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size,
                      holdout=True) if types else {}
     net = strategies.load_feature_net(load_state(files.global_state), len(plan.evaluator_types), job.train, job.eval)
-    scorer = EdgeScoring(job, plan, load_bundle(files.kit))
+    scorer = EdgeScoring(job, plan, load_bundle(files.kit), edge)
     with_parts = [m for m in quality_metrics.METRICS if m.edge_part is not None]
     tensors, counts, accuracy = {}, {}, {}
     parts: dict[str, dict] = {m.name: {} for m in with_parts}
@@ -90,7 +90,10 @@ def eval_edge(ctx: TaskContext, files: EdgeEvalFiles) -> dict[str, int]:
         counts[t] = len(images)
         accuracy[t] = classification_accuracy(net, images, plan.label(t))
         for m in with_parts:
-            parts[m.name][t] = m.edge_part(scorer, t, images)
+            part = m.edge_part(scorer, t, images)
+            if isinstance(part, torch.Tensor):  # e.g. feature vectors: in the bundle's tensors
+                tensors[f"{m.name}/{t}"], part = part, {"tensor": f"{m.name}/{t}"}
+            parts[m.name][t] = part
     header = BundleHeader(kind="feature-stats", edge=edge, num_examples=counts, extra={"accuracy": accuracy, **parts})
     save_bundle(files.stats, tensors, header)
     log(f"{edge}: feature statistics of {counts} held-out images")
@@ -116,7 +119,10 @@ def evaluate(ctx: TaskContext, files: EvaluateFiles) -> dict[str, dict[str, floa
             features.setdefault(t, []).append(bundle.tensors[f"{t}/features"])
             accuracy.setdefault(t, []).append((bundle.header.extra["accuracy"][t], n))
             for name in with_parts:
-                parts[name].setdefault(t, []).append(bundle.header.extra[name][t])
+                part = bundle.header.extra[name][t]
+                if isinstance(part, dict) and set(part) == {"tensor"}:
+                    part = bundle.tensors[part["tensor"]]
+                parts[name].setdefault(t, []).append(part)
     for t in plan.types:
         if t not in per_type:
             left_out = f" (left out: {'; '.join(f'{e}: {w}' for e, w in sorted(failed.items()))})" if failed else ""
@@ -151,7 +157,8 @@ def evaluate(ctx: TaskContext, files: EvaluateFiles) -> dict[str, dict[str, floa
 def _scores(scorer: Scoring, data_type: str) -> dict[str, float]:
     """Every metric of one type: `<m>` (trained), `baseline_<m>` (starting) and, for metrics
     with their own champion set, `champion_<m>` (what the gate compares with). A score given
-    as (value, standard error) is stored as `<key>` and `<key>_se`."""
+    as (value, standard error) is stored as `<key>` and `<key>_se`; one given as a dict
+    {suffix: value} as `<key><suffix>` ("" is the value); None (not scored) stores nothing."""
     out = {}
     for m in quality_metrics.METRICS:
         sets = ("candidate", "baseline", "champion") if m.own_champion else ("candidate", "baseline")
@@ -159,8 +166,10 @@ def _scores(scorer: Scoring, data_type: str) -> dict[str, float]:
             key = m.name if which == "candidate" else f"{which}_{m.name}"
             value = m.score(scorer, data_type, which)
             if isinstance(value, tuple):
-                out[key], out[f"{key}_se"] = value
-            else:
+                value = dict(zip(("", "_se"), value))
+            if isinstance(value, dict):
+                out.update({f"{key}{suffix}": v for suffix, v in value.items()})
+            elif value is not None:
                 out[key] = value
     return out
 
