@@ -118,9 +118,12 @@ def test_pipeline_with_s3_edge_data_and_mlflow_server(servers, demo_edges, tmp_p
         assert version["version"] == summary["types"][t]["champion"] == "1"
         tags = {tag["key"]: tag["value"] for tag in version["tags"]}
         assert tags["entgan.data_type"] == t and tags["entgan.kfp_run_id"] == summary["kfp_run_id"]
-        # The weights come back through the server's artifact proxy and verify.
-        path = version["source"].removeprefix("mlflow-artifacts:/")
-        blob = _rest(f"{mlflow.url}/api/2.0/mlflow-artifacts/artifacts/{path}/model.safetensors")
+        # The version is an MLflow logged model (source `models:/m-<id>`): its weights come back
+        # through the server's artifact proxy, from the model's own artifacts, and verify.
+        assert version["source"].startswith("models:/m-"), version["source"]
+        model = _rest(f"{api}/logged-models/{version['source'].removeprefix('models:/')}")["model"]
+        path = model["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
+        blob = _rest(f"{mlflow.url}/api/2.0/mlflow-artifacts/artifacts/{path}/artifacts/model.safetensors")
         (tmp_path / f"{t}.safetensors").write_bytes(blob)
         assert f"{t}/G" in {k.rsplit("/", 1)[0] for k in load_bundle(tmp_path / f"{t}.safetensors").tensors}
     # No credential ended up in MLflow's params or tags.
