@@ -209,3 +209,23 @@ def test_training_on_cuda_returns_float32_cpu_weights(amp):
         for tensor in state.values():
             assert tensor.device.type == "cpu"
             assert tensor.dtype in (torch.float32, torch.int64)
+
+
+def test_a_pipeline_run_with_ema_registers_the_ema_generator(demo_edges, tmp_path, capsys):
+    from entgan.bundle import load_bundle
+    from entgan.steps.common import load_state
+    from entgan.config import parse_job
+    from tests.steps_driver import drive
+
+    data = tiny_job_dict(demo_edges, ["edge-1", "edge-2"])
+    data["state_dir"] = str(tmp_path / "state")
+    data["train"].update(rounds=1, ema_decay=0.9)
+    out = drive(parse_job(data), tmp_path / "work")
+    assert out.error is None, out.error
+    state = load_state(str(tmp_path / "work" / "state-1"))
+    t = next(iter(out.summary["types"]))
+    registered = load_bundle(tmp_path / "work" / "samples" / t / "model.safetensors").groups()
+    key = "main.0.weight"
+    assert not torch.equal(state[f"{t}/G_ema"][key], state[f"{t}/G"][key])
+    assert torch.equal(registered[f"{t}/G"][key], state[f"{t}/G_ema"][key])
+    assert "training on cpu (CPU, float32)" in capsys.readouterr().out
