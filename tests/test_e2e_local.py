@@ -92,8 +92,10 @@ def test_second_run_continues_known_types_and_warm_starts_the_new_one(runs):
         assert quoted and float(quoted.group(1)) == pytest.approx(info["champion_cas"], abs=0.006), info["reason"]
     pillar = second["types"]["pillar"]
     assert pillar["version"] == "1" and pillar["parent_version"] is None
+    # Warm-started from its nearest known type only when the plan's rule judged it close enough
+    # (entgan.steps.plan.warm_start_parent); otherwise trained from scratch, with no parent task.
     parent = client.get_model_version("entgan-tiny-pillar", "1").tags["entgan.parent_task"]
-    assert parent.split(" v")[0] in TYPES  # warm-started from its nearest known type
+    assert parent == "" or parent.split(" v")[0] in TYPES
     evaluator = client.get_model_version_by_alias("entgan-tiny-evaluator", CHAMPION)
     assert "pillar" in evaluator.tags["entgan.types"]  # the feature network grew a class
 

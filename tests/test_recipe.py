@@ -229,3 +229,20 @@ def test_a_pipeline_run_with_ema_registers_the_ema_generator(demo_edges, tmp_pat
     assert not torch.equal(state[f"{t}/G_ema"][key], state[f"{t}/G"][key])
     assert torch.equal(registered[f"{t}/G"][key], state[f"{t}/G_ema"][key])
     assert "training on cpu (CPU, float32)" in capsys.readouterr().out
+
+
+def test_warm_start_rule_picks_a_close_parent_and_scratch_for_a_far_one():
+    from entgan.evaluate import FeatureStats
+    from entgan.steps.plan import WARM_START_MAX_RELATIVE, warm_start_parent
+
+    def stats(center):  # a tight cloud of 2-d features around `center`
+        x = torch.tensor(center, dtype=torch.float64) + 0.01 * torch.randn(50, 2, dtype=torch.float64)
+        return FeatureStats(x.sum(0), x.T @ x, 50)
+
+    torch.manual_seed(0)
+    known = {"a": stats([0.0, 0.0]), "b": stats([10.0, 0.0]), "c": stats([0.0, 10.0])}
+    parent, _, relative, warm = warm_start_parent(stats([0.5, 0.0]), known)
+    assert (parent, warm) == ("a", True) and relative < WARM_START_MAX_RELATIVE
+    parent, _, relative, warm = warm_start_parent(stats([5.0, 5.0]), known)
+    assert not warm and relative > WARM_START_MAX_RELATIVE
+    assert warm_start_parent(stats([0.1, 0.0]), {"a": known["a"]})[2:] == (None, False)  # no scale: scratch
