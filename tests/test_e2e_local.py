@@ -147,7 +147,7 @@ def test_what_users_see_of_a_run(runs):
         model = client.get_registered_model(f"entgan-tiny-{t}")
         assert "held by edges" in model.description and "champion" in model.description
     pillar = client.get_model_version("entgan-tiny-pillar", "1").tags["entgan.parent_model"]
-    assert pillar.startswith("entgan-tiny-") and pillar.endswith("/1")
+    assert pillar == "" or (pillar.startswith("entgan-tiny-") and pillar.endswith("/1"))  # scratch: no parent
     run = client.get_run(second["mlflow_run_id"])
     assert "| pillar |" in run.data.tags["mlflow.note.content"]
     # The KFP side: the deploy task's HTML report (grids inline) and the edges' metrics artifacts.
