@@ -172,7 +172,7 @@ def ablation(workdir: Path, mode: str, types: list[str], variants: list[str], *,
         row.update(train_cpu_s=cpu, changes=VARIANTS[name])
         rows[name] = row
         log(f"[ablation] {name}: cpu {cpu:.0f}s c2st {row['c2st_mean']:.3f} "
-            + " ".join(f"{t}={r['c2st']:.2f}/kid{r['kid_over_floor'] or 0:.1f}x" for t, r in row["types"].items())
+            + " ".join(f"{t}={r['c2st']:.2f} (KID {r['kid']:.3f}, floor {r['kid_floor']:.3f})" for t, r in row["types"].items())
             + f" cas {row['cas_ratio']:.2f} gain {row['downstream_gain']:+.3f}")
         if samples is not None:
             save_grid(generators, samples / f"{name}.png")
