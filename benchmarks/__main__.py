@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import cost, downstream, fidelity, orchestration, plots, quality, speedup, throughput, transfer
+from benchmarks import ablation, cost, downstream, fidelity, orchestration, plots, quality, speedup, throughput, transfer
 from benchmarks.common import KNOWN_TYPES, MODES, NEW_TYPE, Clock, demo_edges, held_out_accuracy, machine_info, \
     train_referee
 
-FIGURES = ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream")
+FIGURES = ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream", "ablation")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -83,6 +83,9 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
             results["figures"]["downstream"] = timed("downstream", downstream.run, settings, workdir, generators,
                                                      pooled, pool.holdout)
             save()
+    if "ablation" in only:
+        results["figures"]["ablation"] = timed("ablation", ablation.run, settings, workdir)
+        save()
     results["summary"] = plots.summary_rows(results)
     save()
     plots.draw_all(results, out)

@@ -22,7 +22,7 @@ from benchmarks.training import run_federated
 from entgan import strategies
 from entgan.aggregate import StateDict
 from entgan.evaluate import feature_stats
-from entgan.steps.plan import nearest_task
+from entgan.steps.plan import WARM_START_MAX_RELATIVE, nearest_task, relative_distance
 
 TRANSFER_TARGET = 0.5
 ARRIVAL = {"edge-2": {NEW_TYPE: 0.5}, "edge-4": {NEW_TYPE: 0.5}}  # entgan.data.DEMO_WAVES[2]
@@ -68,6 +68,9 @@ def run(settings: Settings, workdir: Path, referee: Referee, champions: dict[str
         "new_type": NEW_TYPE,
         "parent": parent,
         "parent_distance": distance,
+        # What the plan step's warm-start rule (entgan.steps.plan.warm_start_parent) would choose here.
+        "relative_distance": (relative := relative_distance(distance, {t: referee.real[t] for t in KNOWN_TYPES})),
+        "rule_chooses": "warm" if relative is not None and relative <= WARM_START_MAX_RELATIVE else "scratch",
         "target_fid": target,
         "target_rule": f"{settings.target_slack} x scratch's final FID",
         "contenders": entries,

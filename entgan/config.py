@@ -139,6 +139,8 @@ class TrainSpec(_Strict):
     spectral_norm: bool = Field(
         default=False, description="spectral normalisation of D's convolutions (and no batch norm in D)"
     )
+    d_lr_scale: float = Field(default=1.0, gt=0, le=100, description="D's learning rate is lr x this "
+                              "(two time-scale update; 2-4 with spectral_norm)")
     r1_gamma: float = Field(default=0.0, ge=0, le=1000, description="R1 penalty weight on real images; 0: off")
     ema_decay: float | None = Field(
         default=None, description="per-step EMA of G's weights (e.g. 0.99); the EMA G is what is evaluated "

@@ -91,6 +91,7 @@ def recipe_of(train: TrainSpec, *, strict: bool = True) -> Recipe:
         ema_decay=train.ema_decay,
         device=training_device(train, strict=strict),
         amp=train.amp,
+        d_lr_scale=train.d_lr_scale,
     )
 
 

@@ -35,6 +35,7 @@ class Recipe:
     ema_decay: float | None = None  # per-step EMA of G
     device: str = "cpu"  # a torch device string
     amp: str = "off"  # "off", "bf16", "fp16": mixed precision, on CUDA only
+    d_lr_scale: float = 1.0  # D's learning rate is lr x this (TTUR)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def train_local(
     generator.to(device)
     discriminator.to(device)
     images = images.to(device)
-    opt_d, opt_g = _adam(discriminator, lr), _adam(generator, lr)
+    opt_d, opt_g = _adam(discriminator, lr * recipe.d_lr_scale), _adam(generator, lr)
     anchor = anchor if anchor is not None else _state(discriminator)
     anchor = {k: v.to(device) for k, v in anchor.items()}
     precision = _Precision(recipe)

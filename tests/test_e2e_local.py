@@ -93,8 +93,10 @@ def test_second_run_continues_known_types_and_warm_starts_the_new_one(runs):
         assert quoted and float(quoted.group(1)) == pytest.approx(info["champion_cas"], abs=0.006), info["reason"]
     pillar = second["types"]["pillar"]
     assert pillar["version"] == "1" and pillar["parent_version"] is None
+    # Warm-started from its nearest known type only when the plan's rule judged it close enough
+    # (entgan.steps.plan.warm_start_parent); otherwise trained from scratch, with no parent task.
     parent = client.get_model_version("entgan-tiny-pillar", "1").tags["entgan.parent_task"]
-    assert parent.split(" v")[0] in TYPES  # warm-started from its nearest known type
+    assert parent == "" or parent.split(" v")[0] in TYPES
     evaluator = client.get_model_version_by_alias("entgan-tiny-evaluator", CHAMPION)
     assert "pillar" in evaluator.tags["entgan.types"]  # the feature network grew a class
 
@@ -146,7 +148,7 @@ def test_what_users_see_of_a_run(runs):
         model = client.get_registered_model(f"entgan-tiny-{t}")
         assert "held by edges" in model.description and "champion" in model.description
     pillar = client.get_model_version("entgan-tiny-pillar", "1").tags["entgan.parent_model"]
-    assert pillar.startswith("entgan-tiny-") and pillar.endswith("/1")
+    assert pillar == "" or (pillar.startswith("entgan-tiny-") and pillar.endswith("/1"))  # scratch: no parent
     run = client.get_run(second["mlflow_run_id"])
     assert "| pillar |" in run.data.tags["mlflow.note.content"]
     # The KFP side: the deploy task's HTML report (grids inline) and the edges' metrics artifacts.

@@ -209,3 +209,40 @@ def test_training_on_cuda_returns_float32_cpu_weights(amp):
         for tensor in state.values():
             assert tensor.device.type == "cpu"
             assert tensor.dtype in (torch.float32, torch.int64)
+
+
+def test_a_pipeline_run_with_ema_registers_the_ema_generator(demo_edges, tmp_path, capsys):
+    from entgan.bundle import load_bundle
+    from entgan.steps.common import load_state
+    from entgan.config import parse_job
+    from tests.steps_driver import drive
+
+    data = tiny_job_dict(demo_edges, ["edge-1", "edge-2"])
+    data["state_dir"] = str(tmp_path / "state")
+    data["train"].update(rounds=1, ema_decay=0.9)
+    out = drive(parse_job(data), tmp_path / "work")
+    assert out.error is None, out.error
+    state = load_state(str(tmp_path / "work" / "state-1"))
+    t = next(iter(out.summary["types"]))
+    registered = load_bundle(tmp_path / "work" / "samples" / t / "model.safetensors").groups()
+    key = "main.0.weight"
+    assert not torch.equal(state[f"{t}/G_ema"][key], state[f"{t}/G"][key])
+    assert torch.equal(registered[f"{t}/G"][key], state[f"{t}/G_ema"][key])
+    assert "training on cpu (CPU, float32)" in capsys.readouterr().out
+
+
+def test_warm_start_rule_picks_a_close_parent_and_scratch_for_a_far_one():
+    from entgan.evaluate import FeatureStats
+    from entgan.steps.plan import WARM_START_MAX_RELATIVE, warm_start_parent
+
+    def stats(center):  # a tight cloud of 2-d features around `center`
+        x = torch.tensor(center, dtype=torch.float64) + 0.01 * torch.randn(50, 2, dtype=torch.float64)
+        return FeatureStats(x.sum(0), x.T @ x, 50)
+
+    torch.manual_seed(0)
+    known = {"a": stats([0.0, 0.0]), "b": stats([10.0, 0.0]), "c": stats([0.0, 10.0])}
+    parent, _, relative, warm = warm_start_parent(stats([0.5, 0.0]), known)
+    assert (parent, warm) == ("a", True) and relative < WARM_START_MAX_RELATIVE
+    parent, _, relative, warm = warm_start_parent(stats([5.0, 5.0]), known)
+    assert not warm and relative > WARM_START_MAX_RELATIVE
+    assert warm_start_parent(stats([0.1, 0.0]), {"a": known["a"]})[2:] == (None, False)  # no scale: scratch

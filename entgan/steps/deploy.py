@@ -69,7 +69,7 @@ def _deploy_type(ctx: TaskContext, plan: Plan, t: str, r: dict, state: dict, fol
     folder.mkdir(parents=True, exist_ok=True)
     header = BundleHeader(kind="model", num_examples={t: plan.train_examples[t]},
                           extra={"data_type": t, "train": job.train.model_dump()})
-    save_bundle(folder / "model.safetensors", pack({f"{t}/G": state[f"{t}/G"], f"{t}/D": state[f"{t}/D"]}), header)
+    save_bundle(folder / "model.safetensors", pack(strategies.deploy_groups(state, t)), header)
     grid = save_sample_grid(strategies.load_generator(state, t, job.train), folder / "samples.png")
     library.log_files(run_id, folder, f"tasks/{t}")
     promote, reason = gate(job, r, has_champion=bool(plan.start.get(t)))

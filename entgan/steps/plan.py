@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,31 @@ def nearest_task(new: FeatureStats, known: dict[str, FeatureStats]) -> tuple[str
     return best, distances[best]
 
 
+# A new type starts from its nearest known type only when it is this much closer to it than the
+# known types are to each other (median pairwise distance); calibrated on the demo types
+# (docs/training-recipe.md, "Warm starts"): pillar, at 0.27-0.34, lost to scratch from round 4.
+WARM_START_MAX_RELATIVE = 0.2
+
+
+def relative_distance(distance: float, known: dict[str, FeatureStats]) -> float | None:
+    """`distance` over the median distance between the known types (None: fewer than two known)."""
+    names = sorted(known)
+    pairs = [frechet_distance(known[a], known[b]) for i, a in enumerate(names) for b in names[i + 1:]]
+    if not pairs or statistics.median(pairs) <= 0:
+        return None
+    return distance / statistics.median(pairs)
+
+
+def warm_start_parent(new: FeatureStats, known: dict[str, FeatureStats]) -> tuple[str, float, float | None, bool]:
+    """The warm-start rule: (nearest known type, its distance, relative distance, warm start?).
+
+    Warm start only when the relative distance is at most WARM_START_MAX_RELATIVE; a far parent
+    (or no scale to judge by: fewer than two known types) trains from scratch."""
+    parent, distance = nearest_task(new, known)
+    relative = relative_distance(distance, known)
+    return parent, distance, relative, relative is not None and relative <= WARM_START_MAX_RELATIVE
+
+
 def plan_job(ctx: TaskContext, files: PlanFiles, now: dt.time | None = None) -> Plan:
     """Collect the edges' reports, apply the trigger, and write the plan and the starting
     global state. Fails when fewer than `train.min_edges` edges could be inspected."""
@@ -223,16 +249,21 @@ def _starting_state(ctx: TaskContext, plan: Plan, snapshot: Bundle, bundles: lis
             state.update(library.load(champion).groups())
             continue
         candidates = {k: s for k, s in known_stats.items() if k != t and library.champion(k)}
-        nearest = nearest_task(new_stats[t], candidates) if t in new_stats else None
-        if nearest:
-            parent, distance = nearest
+        if not candidates or t not in new_stats:
+            log(f"new type {t}: no related known type, training from scratch")
+            continue
+        parent, distance, relative, warm = warm_start_parent(new_stats[t], candidates)
+        scale = "no scale" if relative is None else f"{relative:.2f} of the known types' median distance"
+        if warm:
             parent_version = library.champion(parent)
             groups = library.load(parent_version).groups()
             state[f"{t}/G"], state[f"{t}/D"] = groups[f"{parent}/G"], groups[f"{parent}/D"]
             plan.parents[t] = {"type": parent, "version": parent_version.version, "distance": distance}
-            log(f"new type {t}: warm start from {parent} v{parent_version.version} (feature distance {distance:.2f})")
+            log(f"new type {t}: warm start from {parent} v{parent_version.version} (feature distance {distance:.2f}, "
+                f"{scale})")
         else:
-            log(f"new type {t}: no related known type, training from scratch")
+            log(f"new type {t}: training from scratch: nearest known type {parent} is too far (feature distance "
+                f"{distance:.2f}, {scale}; warm start needs <= {WARM_START_MAX_RELATIVE})")
     return state
 
 

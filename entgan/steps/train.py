@@ -41,6 +41,8 @@ def train_edge(ctx: TaskContext, files: TrainFiles) -> EdgeUpdate:
     data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size,
                      holdout=False) if types else {}  # an edge left out at inspection sends an empty update
     state = load_state(files.global_state)
+    if types:
+        log(f"{edge} round {round_}/{job.train.rounds}: {strategies.describe_device(job.train)}")
     started = time.perf_counter()
     update = strategies.edge_round(
         edge,
@@ -83,6 +85,9 @@ def aggregate(ctx: TaskContext, files: AggregateFiles) -> dict[str, float]:
     if library is not None and round_ == 1:
         record(library, run_id, Stage.TRAIN, State.RUNNING, detail="edge updates of round 1 arrived")
     state = load_state(files.global_state)
+    if job.train.strategy == "entgan":
+        log(f"round {round_}/{job.train.rounds}: cloud G steps "
+            f"{strategies.describe_device(job.train, strict=False)}")
     cloud = strategies.CloudRound(state, job.train, round_=round_)
     failed, refused, arrived, cloud_seconds = {}, {}, 0, 0.0
     for path in files.updates:  # one bundle at a time: with FedAvg each is folded in, then dropped
@@ -116,7 +121,7 @@ def aggregate(ctx: TaskContext, files: AggregateFiles) -> dict[str, float]:
     if library is not None:
         library.log_metrics(run_id, metrics, step=round_)
         # Each round's generators, for the FID-per-round curves that evaluation draws.
-        library.log_bundle(run_id, pack({f"{t}/G": new_state[f"{t}/G"] for t in plan.types}),
+        library.log_bundle(run_id, pack({f"{t}/G": strategies.deployed_generator(new_state, t) for t in plan.types}),
                            BundleHeader(kind="round-generators", round=round_), round_file(round_))
         if round_ == job.train.rounds:
             record(library, run_id, Stage.TRAIN, State.COMPLETED, detail=f"{round_} rounds")
