@@ -4,6 +4,7 @@ The component functions are plain Python in `edge.py` and `cloud.py`; `build(ima
 them as KFP lightweight components that run in `image` with no runtime pip install.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 from kfp import dsl
@@ -31,17 +32,7 @@ def build(image: str) -> Components:
     def wrap(func):
         return dsl.component(func, base_image=image, install_kfp_package=False)
 
-    return Components(
-        create_job=wrap(cloud.create_job),
-        edge_gpus=wrap(cloud.edge_gpus),
-        inspect_edge=wrap(edge.inspect_edge),
-        plan=wrap(cloud.plan),
-        train_edge=wrap(edge.train_edge),
-        aggregate=wrap(cloud.aggregate),
-        eval_edge=wrap(edge.eval_edge),
-        prepare_eval=wrap(cloud.prepare_eval),
-        evaluate=wrap(cloud.evaluate),
-        deploy=wrap(cloud.deploy),
-        finish=wrap(cloud.finish),
-        generate=wrap(cloud.generate),
-    )
+    # Every field of Components is the function of that name in edge.py or cloud.py.
+    return Components(**{
+        f.name: wrap(getattr(edge, f.name, None) or getattr(cloud, f.name)) for f in dataclasses.fields(Components)
+    })

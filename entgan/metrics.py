@@ -71,10 +71,14 @@ class BeatsChampion:
 @dataclass(frozen=True)
 class Limit:
     """An absolute bound read from the DeploySpec field `limit` (None: off), which first versions
-    must meet too: a ceiling (`at_most`) or a floor. Written as `Ceiling(...)` or `Floor(...)`."""
+    must meet too: a ceiling (`at_most`) or a floor. Written as `Ceiling(...)`, `Floor(...)` or
+    `RelativeFloor(...)` (the bound is `limit` times the report's `reference` value, e.g. the
+    real-data classifier's accuracy, described by `said`)."""
 
     limit: str
     at_most: bool
+    reference: str | None = None
+    said: str = ""
 
     def fields(self) -> tuple[str, ...]:
         return (self.limit,)
@@ -84,6 +88,12 @@ class Limit:
         if limit is None:
             return None
         value = _metric(candidate, m.name, "candidate")
+        if self.reference is not None:
+            reference = _metric(candidate, self.reference, "candidate")
+            floor = f"the floor {limit:g} x {reference:.2f} ({self.said})"
+            if value >= limit * reference:
+                return True, f"{m.label} {value:.2f} meets {floor}"
+            return False, f"{m.label} {value:.2f} is below {floor}"
         ours, theirs = _pair(value, limit)
         if self.at_most:
             if value <= limit:
@@ -124,6 +134,9 @@ class HoldsAgainstChampion:
         if champion is None or m.name not in champion:
             why = "no champion" if champion is None else f"the champion has no {m.label}"
             return not math.isnan(value), f"{m.label} {value:.2f}: {why} to compare with"
+        return self.compare(m, value, candidate, champion, rules)
+
+    def compare(self, m: Metric, value: float, candidate: dict, champion: dict, rules: DeploySpec) -> Check:
         tolerance = getattr(rules, self.tolerance) if self.tolerance else 0.0
         slack, said = tolerance, f"tolerance {tolerance:.2f}"
         se = candidate.get(f"{m.name}_se")
@@ -142,22 +155,11 @@ class HoldsAgainstChampion:
 
 
 @dataclass(frozen=True)
-class WithinChampionInterval:
+class WithinChampionInterval(HoldsAgainstChampion):
     """With a champion, the candidate may not be worse than the champion beyond the champion's
     95 % interval (its `<name>_low` / `<name>_high`). Without a champion it passes (not NaN)."""
 
-    switch: str
-
-    def fields(self) -> tuple[str, ...]:
-        return (self.switch,)
-
-    def check(self, m: Metric, candidate: dict, champion: dict | None, rules: DeploySpec) -> Check | None:
-        if not getattr(rules, self.switch):
-            return None
-        value = _metric(candidate, m.name, "candidate")
-        if champion is None or m.name not in champion:
-            why = "no champion" if champion is None else f"the champion has no {m.label}"
-            return not math.isnan(value), f"{m.label} {value:.2f}: {why} to compare with"
+    def compare(self, m: Metric, value: float, candidate: dict, champion: dict, rules: DeploySpec) -> Check:
         theirs = m.cell(champion)
         if m.higher_is_better:
             bound = float(champion.get(f"{m.name}_low", champion[m.name]))
@@ -170,28 +172,10 @@ class WithinChampionInterval:
         return False, f"{m.label} {value:.2f} rises above the champion's {theirs}"
 
 
-@dataclass(frozen=True)
-class RelativeFloor:
-    """The candidate's value must be at least the DeploySpec field `limit` (None: off) times the
-    report's `reference` value (e.g. the real-data classifier's accuracy); first versions too."""
-
-    limit: str
-    reference: str
-    said: str
-
-    def fields(self) -> tuple[str, ...]:
-        return (self.limit,)
-
-    def check(self, m: Metric, candidate: dict, champion: dict | None, rules: DeploySpec) -> Check | None:
-        share = getattr(rules, self.limit)
-        if share is None:
-            return None
-        value = _metric(candidate, m.name, "candidate")
-        reference = _metric(candidate, self.reference, "candidate")
-        floor = f"the floor {share:g} x {reference:.2f} ({self.said})"
-        if value >= share * reference:
-            return True, f"{m.label} {value:.2f} meets {floor}"
-        return False, f"{m.label} {value:.2f} is below {floor}"
+def RelativeFloor(limit: str, reference: str, said: str) -> Limit:  # noqa: N802
+    """The candidate's value must be at least the DeploySpec field `limit` times the report's
+    `reference` value (`said` names it in the reason); first versions too."""
+    return Limit(limit, at_most=False, reference=reference, said=said)
 
 
 # ---------------------------------------------------------------- the metrics
