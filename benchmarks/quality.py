@@ -90,9 +90,12 @@ def _fidelity(generator: Generator, train: torch.Tensor, holdout: torch.Tensor, 
     rng = torch.Generator().manual_seed(2)
     fakes = generator.sample(len(train) + len(holdout), generator=rng)
     c2st, low, high = centralized_c2st([holdout], [train], fakes, steps=C2ST_STEPS[settings.mode])
+    result = {"c2st": c2st, "c2st_low": low, "c2st_high": high}
+    if len(holdout) < 4:  # KID and its floor need 4 real images (the quick settings hold fewer)
+        return result
     space = RandomFeatures(0)
     kid = kid_scores({"random": extract(space, holdout)}, fakes, {"random": space})["random"]
-    return {"c2st": c2st, "c2st_low": low, "c2st_high": high, **kid.as_dict("random_")}
+    return {**result, **kid.as_dict("random_")}
 
 
 def train_champions(settings: Settings, workdir: Path, referee: Referee) -> tuple[dict[str, Generator], dict]:

@@ -77,7 +77,9 @@ def test_cost_orchestration_throughput_and_quality_are_in_range(results):
         assert _positive(v["fid"]) and 0 <= v["precision"] <= 1 and 0 <= v["recall"] <= 1, t
         assert 0 <= v["cas_synthetic"] <= 1 and 0 <= v["cas_real"] <= 1, t
         assert 0 <= v["c2st_low"] <= v["c2st"] <= v["c2st_high"] <= 1, t  # C2ST with its interval
-        assert v["random_kid_floor_std"] > 0 and v["random_kid"] == v["random_kid"], t  # KID beside its floor
+        if "random_kid" in v:  # KID beside its floor (a type with fewer than 4 held-out images has none)
+            assert v["random_kid_floor_std"] > 0 and v["random_kid"] == v["random_kid"], t
+    assert any("random_kid" in v for v in q["types"].values())
     # CAS is averaged over classifier seeds: the ratio of the averages lies within the seeds' ratios
     per_seed = [r for r in q["cas_ratio_per_seed"] if r is not None]
     assert len(q["cas_ratio_per_seed"]) == q["cas_seeds"] == results[0]["settings"]["cas_seeds"] >= 2
