@@ -18,6 +18,7 @@ from PIL import Image
 from entgan.cli import run_local
 from entgan.config import parse_job
 from entgan.registry import CHAMPION
+from tests.conftest import TINY_DEPLOY
 
 EDGES = [f"edge-{i:02d}" for i in range(1, 17)]
 TYPES = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8"]
@@ -53,6 +54,7 @@ def load_job(root: Path):
         "train": {"rounds": 1, "local_steps": 1, "batch_size": 8, "image_size": 8, "width": 4, "latent_dim": 4,
                   "min_edges": 12},
         "eval": {"feature_steps": 1, "feature_dim": 4, "num_generated": 16, "cas_steps": 1},
+        "deploy": dict(TINY_DEPLOY),  # one training step cannot clear the quality floors; this tests scale
         "state_dir": str(root / "state"),
     })
 

@@ -109,7 +109,9 @@ def test_the_gate_compares_cas_with_the_champion_set_only_when_known_and_new_typ
     scores = {"fid": 1.0, "precision": 0.9, "recall": 0.8, "cas": 0.7,
               "baseline_fid": 2.0, "baseline_precision": 0.9, "baseline_recall": 0.8, "baseline_cas": 0.35,
               "champion_cas": 0.9}
-    job = _job(deploy={"cas_tolerance": 0.02})
+    # the FID and CAS rules alone (the C2ST/KID rules and floors have their own tests)
+    job = _job(deploy={"cas_tolerance": 0.02, "c2st_must_not_rise": False, "kid_must_not_rise": False,
+                       "max_kid_random": None, "min_cas_ratio": None})
     promote, reason = gate(job, scores, has_champion=True)
     assert not promote and "CAS 0.70 drops below the champion's 0.90" in reason
     promote, reason = gate(job, {**scores, "champion_cas": 0.71}, has_champion=True)
