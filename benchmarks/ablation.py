@@ -61,6 +61,10 @@ VARIANTS: dict[str, dict] = {
     "width32_fewer_steps": {"width": 32, "local_steps": 70},
     "fedgan": {"strategy": "fedgan"},
     "cloud_steps_30": {"cloud_steps": 30},
+    # phase 3: width 32 at half the batch per edge (a type's two edges average to 32 images a step)
+    "width32_batch16": {"width": 32, "batch_size": 16, "ema_decay": 0.99},
+    "width32_batch16_ema995": {"width": 32, "batch_size": 16, "ema_decay": 0.995},
+    "width32_batch16_225_steps": {"width": 32, "batch_size": 16, "ema_decay": 0.99, "local_steps": 225},
 }
 
 
