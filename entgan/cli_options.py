@@ -142,11 +142,17 @@ class StatusOptions(Options):
         self.at_least("runs", 1, "give how many recent runs to list, e.g. --runs 5", high=1000)
 
 
-@dataclass
-class UploadOptions(Options):
+@dataclass(kw_only=True)
+class KfpTargetOptions(Options):
+    """The options every verb that talks to a Kubeflow Pipelines backend shares."""
+
     job: str = arg(_JOB)
     host: str | None = arg(_KFP_HOST, default=None)
     namespace: str | None = arg(_NAMESPACE, default=None)
+
+
+@dataclass(kw_only=True)
+class UploadOptions(KfpTargetOptions):
     image: str | None = arg("component image to compile in (default: the job's image)", default=None)
     output: str | None = arg("where to write the compiled YAML (default: build/<job>.pipeline.yaml)",
                              "-o", "--output", default=None)
@@ -160,9 +166,8 @@ class UploadOptions(Options):
         self.path_for_output("output", is_folder=False)
 
 
-@dataclass
-class ScheduleOptions(Options):
-    job: str = arg(_JOB)
+@dataclass(kw_only=True)
+class ScheduleOptions(KfpTargetOptions):
     cron: str = arg("'M H DoM Mon DoW' or with seconds first, e.g. '0 */6 * * *'", "--cron")
     name: str | None = arg("recurring run name (default: entgan-<job>)", default=None)
     experiment: str | None = arg("KFP experiment (default: entgan-<job>; created if missing)", default=None)
@@ -170,8 +175,6 @@ class ScheduleOptions(Options):
     catchup: bool = arg("run missed schedules after a pause (default: no)", default=False)
     pipeline_root: str | None = arg("where runs keep artifacts, e.g. s3://entgan/kfp (default: KFP's)", default=None)
     service_account: str | None = arg("Kubernetes service account of the runs (default: KFP's)", default=None)
-    host: str | None = arg(_KFP_HOST, default=None)
-    namespace: str | None = arg(_NAMESPACE, default=None)
     dry_run: bool = arg("print the recurring run to create; send nothing", default=False)
     skip_preflight: bool = arg("do not check the cluster and backend first", default=False)
 
@@ -179,10 +182,8 @@ class ScheduleOptions(Options):
         self.at_least("max_concurrency", 1, "KFP runs 1-10 of a recurring run at once", high=10)
 
 
-@dataclass
-class PreflightOptions(Options):
-    job: str = arg(_JOB)
-    host: str | None = arg(_KFP_HOST, default=None)
+@dataclass(kw_only=True)
+class PreflightOptions(KfpTargetOptions):
     namespace: str | None = arg("namespace of the pipeline's pods (default: $KFP_NAMESPACE or kubeflow)", default=None)
 
 
