@@ -227,14 +227,25 @@ class TaskLibrary:
     def _embedded_store_uri(self):
         """An embedded (SQLite) registry resolves a `models:/<id>` source through MLflow's
         process-wide tracking URI, not the client's (a TODO in MLflow's SqlAlchemyStore): point
-        it at this library while the version is created. A server resolves it on its own side."""
-        from contextlib import nullcontext
+        it at this library while the version is created (public `mlflow.set_tracking_uri`, put
+        back after). A server resolves it on its own side."""
+        from contextlib import contextmanager, nullcontext
+
+        import mlflow
 
         if self.tracking_uri.startswith(("http://", "https://")):
             return nullcontext()
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-        return _use_tracking_uri(self.tracking_uri)
+        @contextmanager
+        def pointed_at(uri: str):
+            before = mlflow.get_tracking_uri()
+            mlflow.set_tracking_uri(uri)
+            try:
+                yield
+            finally:
+                mlflow.set_tracking_uri(before)
+
+        return pointed_at(self.tracking_uri)
 
     def _log_generator_model(self, data_type: str, run_id: str, artifact_path: str, tags: dict[str, str]):
         """The run's `<artifact_path>/model.safetensors` logged again as an MLflow Model (its
