@@ -103,7 +103,7 @@ def _speedup_row(s: dict) -> dict:
 def _ablation_row(a: dict) -> dict:
     """Figure 9: the variant with the lowest C2ST mean against issue 16's target."""
     rows = a["variants"]
-    best = min(rows, key=lambda n: rows[n]["c2st_mean"])
+    best = min(rows, key=lambda n: (rows[n]["c2st_mean"], n))  # ties: the first name alphabetically
     b, target = rows[best], a["target"]
     others = ", ".join(f"{n} {r['c2st_mean']:.2f}" for n, r in rows.items() if n != best)
     return {"figure": f"9. recipe ablation (federated C2ST mean over {', '.join(a['types'])})",

@@ -147,7 +147,7 @@ def test_fidelity_and_downstream_are_in_range(results):
 def test_ablation_summary_names_the_best_variant(results):
     data = results[0]
     ablation, row = data["figures"]["ablation"], data["summary"][-1]
-    best = min(ablation["variants"], key=lambda n: ablation["variants"][n]["c2st_mean"])
+    best = min(ablation["variants"], key=lambda n: (ablation["variants"][n]["c2st_mean"], n))
     assert row["figure"].startswith("9.") and f"best {best} " in row["measured"]
     assert row["met"] == ablation["target"]["met"]
     for name, v in ablation["variants"].items():
