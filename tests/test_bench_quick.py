@@ -152,3 +152,25 @@ def test_ablation_summary_names_the_best_variant(results):
     assert row["met"] == ablation["target"]["met"]
     for name, v in ablation["variants"].items():
         assert 0 <= v["c2st_mean"] <= 1 and all(0 <= r["c2st"] <= 1 for r in v["types"].values()), name
+
+
+def test_figure_1_target_is_a_distance_above_the_kid_floor():
+    # KID is unbiased: a centralized run that ends at (or below) its floor must still leave a target
+    # above the floor (slack x the floor's spread), never slack x a negative or near-zero number.
+    from benchmarks.speedup import kid_target
+    from benchmarks.training import Curve
+    from entgan.fidelity import KID
+
+    def curve(final_kid: float) -> Curve:
+        c = Curve("centralized")
+        for cpu, kid in ((0.0, 500.0), (1.0, final_kid)):
+            c.add(cpu, cpu, {"box": 1.0, "table": 1.0},
+                  {"box": KID(kid, 0.1, -0.1, 0.2, 10), "table": KID(kid, 0.1, 0.1, 0.4, 10)})
+        return c
+
+    far = kid_target(curve(4.0), 1.25)
+    assert far["kid_floor"] == pytest.approx(0.0) and far["kid_floor_std"] == pytest.approx(0.3)
+    assert far["target_kid"] == pytest.approx(1.25 * 4.0) and not far["from_floor_spread"]
+    at_floor = kid_target(curve(-0.05), 1.25)
+    assert at_floor["target_kid"] == pytest.approx(1.25 * 0.3) and at_floor["from_floor_spread"]
+    assert curve(-0.05).reached(at_floor["target_kid"], "kid") == 1 and curve(4.0).reached(0.5, "fid") is None
