@@ -75,7 +75,8 @@ def summary_rows(results: dict) -> list[dict]:
                      "measured": f"{_fmt(d['gain'], '+.3f')} ({c['real_10']['mean']:.3f} -> "
                                  f"{c['real_10_plus_synthetic']['mean']:.3f}, {len(c['real_10']['per_seed'])} seeds, "
                                  f"seed spread {max(c['real_10']['std'], c['real_10_plus_synthetic']['std']):.3f}); "
-                                 f"all real {c['all_real']['mean']:.3f}, synthetic only {c['synthetic_only']['mean']:.3f}",
+                                 f"all real {c['all_real']['mean']:.3f}, "
+                                 f"synthetic only {c['synthetic_only']['mean']:.3f}",
                      "target": "gain above the seed spread", "met": d["target"]["met"]})
     if "ablation" in f:
         rows.append(_ablation_row(f["ablation"]))
