@@ -47,7 +47,7 @@ figures: install  ## redraw the README's figures into docs/figures/ from the dem
 
 # Benchmarks (README: Benchmarks; docs/benchmarks.md): `bench` writes benchmarks/results/; `bench-quick` runs the same
 # harness on tiny settings into build/bench-quick (tests/test_bench_quick.py runs it in `make test`).
-bench: install  ## the six benchmark figures: benchmarks/results/latest.json + plots (~25 min on 2 idle cores)
+bench: install  ## every benchmark figure: benchmarks/results/latest.json + plots (figures 1-8 ~40 min on 2 idle cores; 9 over an hour)
 	$(BIN)/python -m benchmarks
 
 bench-quick: install  ## the benchmark harness on tiny settings, into build/bench-quick

@@ -8,7 +8,13 @@
   and read back with `entgan.data.load_edge`, exactly as an edge task reads it.
 - `Referee`: one domain feature network trained on the pooled real training images of every
   demo type, fixed for all contenders, with the real held-out statistics per type. Every FID in
-  the benchmarks is `entgan.evaluate.fid_from_stats` under this referee.
+  the benchmarks is `entgan.evaluate.fid_from_stats` under this referee. Beside it the referee
+  holds the real held-out images' features in the random multi-scale CNN space
+  (`entgan.fidelity.feature_spaces`), and scores KID (random) with its real-vs-real floor
+  (`entgan.fidelity.kid_scores`) on the same samples as the FID.
+- `federated_c2st`: a generator's C2ST for one type, read as the pipeline reads it (every edge
+  holding the type trains a classifier on its training images and tests it on its held-out
+  images; counts pooled).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from entgan.config import EvalSpec, TrainSpec, load_job
 from entgan.data import DEMO_SPLIT, is_holdout, load_edge, materialize_demo
 from entgan.evaluate import FeatureStats, feature_stats, fid_from_stats
+from entgan.fidelity import KID, c2st_edge_part, feature_spaces, kid_edge_part, kid_scores, merge_c2st
 from entgan.models import FeatureNet, Generator
 from entgan.train import train_features
 
@@ -182,11 +189,13 @@ def edge_split(num_edges: int) -> dict[str, dict[str, float]]:
 
 @dataclass
 class EdgeData:
-    """Training images per edge and type, and held-out images per type (pooled over edges)."""
+    """Training images per edge and type, and held-out images per type (pooled over edges) and
+    per edge and type."""
 
     train: dict[str, dict[str, torch.Tensor]]  # edge -> type -> images
     holdout: dict[str, torch.Tensor]  # type -> images
     image_bytes: dict[str, int]  # edge -> bytes of its training PNG files
+    held: dict[str, dict[str, torch.Tensor]] = dataclasses.field(default_factory=dict)  # edge -> type -> images
 
     def pooled(self) -> dict[str, torch.Tensor]:
         types = sorted({t for d in self.train.values() for t in d})
@@ -200,19 +209,22 @@ def demo_edges(root: Path, split_plan: dict[str, dict[str, float]], settings: Se
                holdout_fraction: float = 0.2) -> EdgeData:
     """Write the demo images as edge folders and read them back like an edge task does."""
     materialize_demo(root, split_plan, per_type=settings.per_type)
-    train, holdout, sizes = {}, {}, {}
+    train, holdout, sizes, held = {}, {}, {}, {}
     for edge, shares in split_plan.items():
         types = sorted(shares)
         train[edge] = load_edge(root / edge, types, holdout_fraction, settings.image_size, holdout=False)
-        held = load_edge(root / edge, types, holdout_fraction, settings.image_size, holdout=True)
-        for t, x in held.items():
+        held[edge] = load_edge(root / edge, types, holdout_fraction, settings.image_size, holdout=True)
+        for t, x in held[edge].items():
             holdout[t] = torch.cat([holdout[t], x]) if t in holdout else x
         sizes[edge] = sum(f.stat().st_size for t in types for f in (root / edge / t).iterdir()
                           if not is_holdout(f.name, holdout_fraction))
-    return EdgeData(train, holdout, sizes)
+    return EdgeData(train, holdout, sizes, held)
 
 
 # ---------------------------------------------------------------- the referee
+
+
+KID_MIN_REAL = 4  # kid_with_floor needs at least 4 real images (two halves of two)
 
 
 @dataclass
@@ -221,6 +233,8 @@ class Referee:
     types: list[str]
     real: dict[str, FeatureStats]  # type -> statistics of its real held-out images
     num_generated: int
+    kid_real: dict[str, dict[str, torch.Tensor]] = dataclasses.field(default_factory=dict)  # type -> space -> features
+    kid_spaces: dict[str, torch.nn.Module] = dataclasses.field(default_factory=dict)  # {"random": RandomFeatures(0)}
 
     def fid(self, generator: Generator, data_type: str, seed: int = 0) -> float:
         rng = torch.Generator().manual_seed(seed)
@@ -228,6 +242,25 @@ class Referee:
 
     def fids(self, generators: dict[str, Generator]) -> dict[str, float]:
         return {t: self.fid(g, t) for t, g in generators.items()}
+
+    def score(self, generator: Generator, data_type: str, seed: int = 0) -> tuple[float, KID | None]:
+        """Domain-FID and KID (random features, with its floor) of one set of samples; KID is
+        None for a type with fewer than KID_MIN_REAL held-out images (quick settings only)."""
+        rng = torch.Generator().manual_seed(seed)
+        fakes = generator.sample(self.num_generated, generator=rng)
+        fid = fid_from_stats(self.net, self.real[data_type], fakes)
+        if data_type not in self.kid_real:
+            return fid, None
+        return fid, kid_scores(self.kid_real[data_type], fakes, self.kid_spaces, seed=seed)["random"]
+
+    def scores(self, generators: dict[str, Generator]) -> tuple[dict[str, float], dict[str, KID]]:
+        """FID per type, and KID (random) per type that has one."""
+        fids, kids = {}, {}
+        for t, g in generators.items():
+            fids[t], kid = self.score(g, t)
+            if kid is not None:
+                kids[t] = kid
+        return fids, kids
 
 
 def train_referee(data: EdgeData, types: list[str], settings: Settings, seed: int = 0) -> Referee:
@@ -241,7 +274,30 @@ def train_referee(data: EdgeData, types: list[str], settings: Settings, seed: in
     net.load_state_dict(state)
     net.eval()
     real = {t: feature_stats(net, data.holdout[t]) for t in types}
-    return Referee(net, types, real, settings.num_generated)
+    spaces = {"random": feature_spaces(None)["random"]}
+    kid_real = {t: kid_edge_part(data.holdout[t], spaces) for t in types if len(data.holdout[t]) >= KID_MIN_REAL}
+    return Referee(net, types, real, settings.num_generated, kid_real, spaces)
+
+
+def federated_c2st(generator: Generator, data: EdgeData, data_type: str, *, steps: int, seed: int = 0) -> dict | None:
+    """The generator's C2ST for `data_type` as the pipeline reads it: at every edge of `data`
+    holding the type, a classifier trains `steps` steps on the edge's training images against as
+    many samples and is tested on the edge's held-out images against as many other samples
+    (`c2st_edge_part`); the counts are pooled (`merge_c2st`, Wilson 95 %). None if no edge has a
+    held-out image of the type."""
+    rng = torch.Generator().manual_seed(seed)
+    parts = []
+    for edge, types in data.train.items():
+        held = data.held.get(edge, {}).get(data_type)
+        if data_type not in types or held is None or len(held) == 0:
+            continue
+        train = types[data_type]
+        parts.append(c2st_edge_part(held, generator.sample(len(held) + len(train), generator=rng), seed, steps=steps,
+                                    train_images=train))
+    if not parts:
+        return None
+    accuracy, low, high = merge_c2st(parts)
+    return {"c2st": accuracy, "c2st_low": low, "c2st_high": high, "c2st_counts": [p.as_dict() for p in parts]}
 
 
 def held_out_accuracy(referee: Referee, data: EdgeData) -> float:

@@ -14,12 +14,7 @@ def summary_rows(results: dict) -> list[dict]:
     f = results["figures"]
     rows = []
     if "speedup" in f:
-        s = f["speedup"]
-        by = ", ".join(f"{n}: {_fmt(v, '.2f')}x" for n, v in s["speedup_by_edges"].items())
-        rows.append({"figure": "1. speed-up to quality (4 edges, entgan)",
-                     "measured": f"{_fmt(s['speedup_entgan_4'])}x (fedgan {_fmt(s['speedup_fedgan_4'])}x); final FID "
-                                 f"{_fmt(s['final_fid_entgan_4_vs_centralized'])}x centralized's; by edges {by}",
-                     "target": ">= 3x, final FID <= centralized's", "met": s["target"]["met"]})
+        rows.append(_speedup_row(f["speedup"]))
     if "transfer" in f:
         t = f["transfer"]
         measured = (f"{_fmt(t['time_ratio'])}x of scratch's time ({_fmt(t['rounds_ratio'])}x rounds)"
@@ -78,10 +73,47 @@ def summary_rows(results: dict) -> list[dict]:
         c = d["conditions"]
         rows.append({"figure": "8. downstream gain (10 % real + synthetic vs 10 % real)",
                      "measured": f"{_fmt(d['gain'], '+.3f')} ({c['real_10']['mean']:.3f} -> "
-                                 f"{c['real_10_plus_synthetic']['mean']:.3f}); all real {c['all_real']['mean']:.3f}, "
+                                 f"{c['real_10_plus_synthetic']['mean']:.3f}, {len(c['real_10']['per_seed'])} seeds, "
+                                 f"seed spread {max(c['real_10']['std'], c['real_10_plus_synthetic']['std']):.3f}); "
+                                 f"all real {c['all_real']['mean']:.3f}, "
                                  f"synthetic only {c['synthetic_only']['mean']:.3f}",
                      "target": "gain above the seed spread", "met": d["target"]["met"]})
+    if "ablation" in f:
+        rows.append(_ablation_row(f["ablation"]))
     return rows
+
+
+def _speedup_row(s: dict) -> dict:
+    """Figure 1: speed-up to the KID target, final KID against centralized's, final C2ST (a result
+    from before the KID target reads its domain-FID target)."""
+    by = ", ".join(f"{n}: {_fmt(v, '.2f')}x" for n, v in s["speedup_by_edges"].items())
+    speed = f"{_fmt(s['speedup_entgan_4'])}x (fedgan {_fmt(s['speedup_fedgan_4'])}x)"
+    if "target_kid" not in s:
+        return {"figure": "1. speed-up to quality (4 edges, entgan)",
+                "measured": f"{speed}; final FID {_fmt(s['final_fid_entgan_4_vs_centralized'])}x centralized's; "
+                            f"by edges {by}",
+                "target": ">= 3x, final FID <= centralized's", "met": s["target"]["met"]}
+    c2st = s["final_c2st_mean"]
+    return {"figure": "1. speed-up to quality (4 edges, entgan; KID random)",
+            "measured": f"{speed} to mean KID {s['target_kid']:.2f} (floor {s['kid_floor']:.2f}±"
+                        f"{s['kid_floor_std']:.2f}); final KID {_fmt(s['final_kid_entgan_4'])} vs centralized's "
+                        f"{_fmt(s['final_kid_centralized'])}; by edges {by}; final C2ST mean entgan-4 "
+                        f"{_fmt(c2st.get('entgan-4'))}, centralized {_fmt(c2st.get('centralized'))}",
+            "target": ">= 3x, final KID <= centralized's + 1 SE", "met": s["target"]["met"]}
+
+
+def _ablation_row(a: dict) -> dict:
+    """Figure 9: the variant with the lowest C2ST mean against issue 16's target."""
+    rows = a["variants"]
+    best = min(rows, key=lambda n: (rows[n]["c2st_mean"], n))  # ties: the first name alphabetically
+    b, target = rows[best], a["target"]
+    others = ", ".join(f"{n} {r['c2st_mean']:.2f}" for n, r in rows.items() if n != best)
+    return {"figure": f"9. recipe ablation (federated C2ST mean over {', '.join(a['types'])})",
+            "measured": f"best {best} {b['c2st_mean']:.3f} (CAS ratio {_fmt(b['cas_ratio'])}, downstream gain "
+                        f"{b['downstream_gain']:+.3f}); {others}",
+            "target": f"C2ST mean <= {target['c2st_mean_max']:.2f}, every type < {target['c2st_type_max']:.2f}, "
+                      f"CAS ratio >= {target['cas_ratio_min']:.2f}, gain > 0",
+            "met": target["met"]}
 
 
 def _c2st_kid(types: dict) -> str:
@@ -124,21 +156,8 @@ def draw_all(results: dict, out: Path) -> list[Path]:
         plt.close(fig)
         written.append(out / name)
 
-    if "speedup" in f:
-        s = f["speedup"]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-        for name, c in s["contenders"].items():
-            left.plot(c["cpu_s"], c["fid"], marker="o", ms=3, label=name)
-        left.axhline(s["target_fid"], color="grey", ls="--", label="target")
-        left.set(xlabel="critical-path CPU seconds", ylabel="mean domain-FID", yscale="log",
-                 title="FID vs time (critical path)")
-        left.legend(fontsize=8)
-        edges = [int(n) for n in s["speedup_by_edges"]]
-        right.plot(edges, [v or 0 for v in s["speedup_by_edges"].values()], marker="o", label="entgan (1 = centralized)")
-        right.axhline(3.0, color="grey", ls="--", label="target at 4 edges")
-        right.set(xlabel="edges", ylabel="speed-up to target FID", xticks=edges, title="speed-up vs edges")
-        right.legend(fontsize=8)
-        save(fig, "speedup.png")
+    if "speedup" in f and "target_kid" in f["speedup"]:
+        save(_speedup_plot(plt, f["speedup"]), "speedup.png")
     if "transfer" in f:
         t = f["transfer"]
         fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -229,4 +248,63 @@ def draw_all(results: dict, out: Path) -> list[Path]:
         ax.tick_params(axis="x", labelsize=8)
         ax.set(ylabel="held-out type accuracy (mean, min-max)", title="downstream: does synthetic data help?")
         save(fig, "downstream.png")
+    if "ablation" in f:
+        save(_ablation_plot(plt, f["ablation"]), "ablation.png")
     return written
+
+
+def _speedup_plot(plt, s: dict):
+    """Figure 1: mean KID (random) vs critical-path CPU time beside floor and target; speed-up vs
+    edges; each contender's final C2ST per type."""
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.2))
+    for name, c in s["contenders"].items():
+        left.plot(c["cpu_s"], c["kid"], marker="o", ms=3, label=name)
+    left.axhline(s["target_kid"], color="grey", ls="--", label="target")
+    left.axhspan(s["kid_floor"] - s["kid_floor_std"], s["kid_floor"] + s["kid_floor_std"], color="green", alpha=0.15,
+                 label="floor (real vs real) ± spread")
+    left.set_yscale("symlog", linthresh=1.0)
+    left.set(xlabel="critical-path CPU seconds", ylabel="mean KID, random features",
+             title="KID vs time (critical path)")
+    left.legend(fontsize=7)
+    edges = [int(n) for n in s["speedup_by_edges"]]
+    middle.plot(edges, [v or 0 for v in s["speedup_by_edges"].values()], marker="o", label="entgan (1 = centralized)")
+    middle.axhline(3.0, color="grey", ls="--", label="target at 4 edges")
+    middle.set(xlabel="edges", ylabel="speed-up to target KID", xticks=edges, title="speed-up vs edges")
+    middle.legend(fontsize=8)
+    names = list(s["contenders"])
+    types = sorted({t for c in s["contenders"].values() for t, v in c["final_c2st"]["per_type"].items() if v})
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        per = s["contenders"][name]["final_c2st"]["per_type"]
+        xs = [j + (i - (len(names) - 1) / 2) * width for j, t in enumerate(types) if per.get(t)]
+        values = [per[t]["c2st"] for t in types if per.get(t)]
+        errors = [[per[t]["c2st"] - per[t]["c2st_low"] for t in types if per.get(t)],
+                  [per[t]["c2st_high"] - per[t]["c2st"] for t in types if per.get(t)]]
+        right.errorbar(xs, values, yerr=errors, fmt="o", ms=4, capsize=2, label=name)
+    right.axhline(0.5, color="grey", ls=":", label="chance (as real)")
+    right.set(xticks=list(range(len(types))), xticklabels=types, ylim=(0.4, 1.02), ylabel="C2ST accuracy [95 %]",
+              title="final generators vs real: federated C2ST")
+    right.legend(fontsize=7)
+    return fig
+
+
+def _ablation_plot(plt, a: dict):
+    """Figure 9: per variant, the C2ST mean (and each type's C2ST) and the CAS ratio, as bars."""
+    names = list(a["variants"])
+    rows = [a["variants"][n] for n in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    xs = range(len(names))
+    left.bar(xs, [r["c2st_mean"] for r in rows], color="tab:blue", alpha=0.7, label="mean over types")
+    for t in a["types"]:
+        left.plot(xs, [r["types"][t]["c2st"] for r in rows], ls="", marker="o", ms=4, label=t)
+    left.axhline(a["target"]["c2st_mean_max"], color="grey", ls="--", label="target (mean)")
+    left.axhline(0.5, color="grey", ls=":", label="chance (as real)")
+    left.set(xticks=list(xs), ylim=(0.4, 1.02), ylabel="federated C2ST", title="closer to real: lower")
+    left.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    left.legend(fontsize=7)
+    right.bar(xs, [r["cas_ratio"] or 0 for r in rows], color="tab:orange", alpha=0.8)
+    right.axhline(a["target"]["cas_ratio_min"], color="grey", ls="--", label="target")
+    right.set(xticks=list(xs), ylabel="CAS synthetic / real", title="classification accuracy score ratio")
+    right.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    right.legend(fontsize=7)
+    return fig

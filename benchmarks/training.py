@@ -3,7 +3,8 @@
 Parallel edges are measured as the critical path: every edge's round is run for real, one after
 the other, in this process on one torch thread, and timed on its own; a round costs its slowest
 edge plus the cloud step. Centralized training is one node, so its cost is the sum of its work.
-Scoring (the referee's FID) happens between rounds and is never on the clock.
+Scoring (the referee's domain-FID and KID in random features, `Referee.scores`) happens between
+rounds and is never on the clock.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from benchmarks.common import Clock, Referee
+from entgan.fidelity import KID
 from entgan import strategies
 from entgan.aggregate import StateDict
 from entgan.config import EvalSpec, TrainSpec
@@ -21,31 +23,56 @@ from entgan.train import train_local
 
 @dataclass
 class Curve:
-    """Quality over time of one contender: one point per round (index 0: before training)."""
+    """Quality over time of one contender: one point per round (index 0: before training).
+
+    Two readings per point, each the mean over the types: domain-FID under the referee (`fid`),
+    and KID in the random feature space (`kid`) beside its real-vs-real floor (`kid_floor`, the
+    same at every point: it depends on the real images only). Types with too few held-out images
+    for KID (quick settings) are left out of the KID mean."""
 
     name: str
     cpu: list[float] = field(default_factory=list)  # critical-path CPU seconds so far
     wall: list[float] = field(default_factory=list)  # critical-path wall seconds so far
     fid: list[float] = field(default_factory=list)  # mean FID over the types
     fid_per_type: list[dict[str, float]] = field(default_factory=list)
+    kid: list[float | None] = field(default_factory=list)  # mean KID (random features) over the types
+    kid_per_type: list[dict[str, dict[str, float]]] = field(default_factory=list)  # type -> KID.as_dict()
     details: dict = field(default_factory=dict)
 
-    def add(self, cpu: float, wall: float, fids: dict[str, float]) -> None:
+    def add(self, cpu: float, wall: float, fids: dict[str, float], kids: dict[str, KID] | None = None) -> None:
+        kids = kids or {}
         self.cpu.append(cpu)
         self.wall.append(wall)
         self.fid_per_type.append(fids)
         self.fid.append(sum(fids.values()) / len(fids))
+        self.kid_per_type.append({t: k.as_dict() for t, k in kids.items()})
+        self.kid.append(sum(k.kid for k in kids.values()) / len(kids) if kids else None)
 
-    def reached(self, target: float) -> int | None:
-        """The first point at or below `target`, or None."""
-        return next((i for i, f in enumerate(self.fid) if f <= target), None)
+    @property
+    def kid_floor(self) -> float | None:
+        """Mean over the types of the real-vs-real floor (None without KID)."""
+        last = self.kid_per_type[-1] if self.kid_per_type else {}
+        return sum(k["kid_floor"] for k in last.values()) / len(last) if last else None
 
-    def as_dict(self, target: float | None = None) -> dict:
+    @property
+    def kid_floor_std(self) -> float | None:
+        """Mean over the types of the floor's spread over subsets (the noise of one reading)."""
+        last = self.kid_per_type[-1] if self.kid_per_type else {}
+        return sum(k["kid_floor_std"] for k in last.values()) / len(last) if last else None
+
+    def reached(self, target: float, metric: str = "fid") -> int | None:
+        """The first point whose `metric` ("fid" or "kid") is at or below `target`, or None."""
+        values = self.fid if metric == "fid" else self.kid
+        return next((i for i, v in enumerate(values) if v is not None and v <= target), None)
+
+    def as_dict(self, target: float | None = None, metric: str = "fid") -> dict:
         out = {"cpu_s": self.cpu, "wall_s": self.wall, "fid": self.fid, "fid_per_type": self.fid_per_type,
-               "final_fid": self.fid[-1], **self.details}
+               "final_fid": self.fid[-1], "kid": self.kid, "kid_per_type": self.kid_per_type,
+               "final_kid": self.kid[-1] if self.kid else None, "kid_floor": self.kid_floor,
+               "kid_floor_std": self.kid_floor_std, **self.details}
         if target is not None:
-            i = self.reached(target)
-            out.update(reached_at_round=i, time_to_target_s=None if i is None else self.cpu[i],
+            i = self.reached(target, metric)
+            out.update(target_metric=metric, reached_at_round=i, time_to_target_s=None if i is None else self.cpu[i],
                        wall_to_target_s=None if i is None else self.wall[i])
         return out
 
@@ -63,7 +90,7 @@ def run_federated(
     """`train.rounds` rounds of `train.strategy` over `edges` (edge -> type -> images)."""
     state = start or strategies.initial_state(types, train, evaluation)
     curve = Curve(name)
-    curve.add(0.0, 0.0, referee.fids({t: strategies.load_generator(state, t, train) for t in types}))
+    curve.add(0.0, 0.0, *referee.scores({t: strategies.load_generator(state, t, train) for t in types}))
     rounds = []
     cpu_total = wall_total = 0.0
     for round_ in range(1, train.rounds + 1):
@@ -79,7 +106,8 @@ def run_federated(
         cpu_total += edge_cpu[slowest] + cloud_cpu
         wall_total += edge_wall[slowest] + cloud_wall
         rounds.append({"edge_cpu_s": edge_cpu, "cloud_cpu_s": cloud_cpu, "slowest_edge": slowest})
-        curve.add(cpu_total, wall_total, referee.fids({t: strategies.load_generator(state, t, train) for t in types}))
+        generators = {t: strategies.load_generator(state, t, train) for t in types}
+        curve.add(cpu_total, wall_total, *referee.scores(generators))
     curve.details = {"strategy": train.strategy, "edges": len(edges), "rounds": rounds,
                      "batch_per_edge": train.batch_size, "local_steps": train.local_steps,
                      "cloud_steps": train.cloud_steps if train.strategy == "entgan" else 0,
@@ -124,7 +152,7 @@ def run_centralized(
             generators[t] = strategies.new_generator(train)
             generators[t].load_state_dict(snapshots[t][point])
         curve.add(sum(times[t][point][0] for t in types), sum(times[t][point][1] for t in types),
-                  referee.fids(generators))
+                  *referee.scores(generators))
     curve.details = {"strategy": "centralized", "edges": 1, "batch": train.batch_size, "steps_per_type": steps,
                      "types_per_edge": len(types)}
     return curve, state

@@ -43,9 +43,10 @@ def test_every_figure_is_there_with_a_target_verdict(results):
     for name, figure in data["figures"].items():
         assert isinstance(figure["target"]["met"], bool), name
         assert figure["what"] and figure["how"], name
-    assert [row["figure"].split(".")[0] for row in data["summary"]] == ["1", "2", "3", "4", "5", "6", "7", "8"]
+    assert [row["figure"].split(".")[0] for row in data["summary"]] == ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
     assert "| figure | measured | target | met |" in stdout
-    for png in ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream"):
+    for png in ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream",
+                "ablation"):
         assert (folder / f"{png}.png").stat().st_size > 1000
 
 
@@ -56,7 +57,21 @@ def test_training_curves_are_timed_and_scored(results):
         assert c["cpu_s"][0] == 0 and all(b > a for a, b in zip(c["cpu_s"], c["cpu_s"][1:])), name
         assert all(_positive(f) for f in c["fid"]), name
     assert speedup["contenders"]["centralized"]["speedup"] in (1.0, None)  # None: target met at round 0
-    assert _positive(speedup["target_fid"])
+    # figure 1's target is a KID (random features) above the real-vs-real floor
+    floor, spread = speedup["kid_floor"], speedup["kid_floor_std"]
+    assert math.isfinite(floor) and spread > 0 and speedup["target_kid"] >= floor + spread * 1.25 - 1e-9
+    for name, c in speedup["contenders"].items():
+        assert len(c["kid"]) == len(c["fid"]) and all(math.isfinite(k) for k in c["kid"]), name
+        assert c["kid_floor"] == pytest.approx(floor) and c["target_metric"] == "kid", name
+        at = c["reached_at_round"]
+        assert at is None or (c["kid"][at] <= speedup["target_kid"] and all(k > speedup["target_kid"]
+                                                                          for k in c["kid"][:at])), name
+        final = c["final_c2st"]  # every contender's final generators read with the federated C2ST
+        assert set(final["per_type"]) == {"box", "clutter", "robot", "table"}, name
+        read = [v for v in final["per_type"].values() if v]
+        assert read and all(0 <= v["c2st_low"] <= v["c2st"] <= v["c2st_high"] <= 1 for v in read), name
+        assert final["mean"] == pytest.approx(sum(v["c2st"] for v in read) / len(read)), name
+    assert speedup["final_kid_centralized"] == speedup["contenders"]["centralized"]["kid"][-1]
     assert transfer["parent"] in ("box", "clutter", "robot", "table")
 
 
@@ -127,3 +142,35 @@ def test_fidelity_and_downstream_are_in_range(results):
         assert 0 <= c["min"] <= c["mean"] <= c["max"] <= 1 and len(c["per_seed"]) >= 2, name
     assert down["gain"] == pytest.approx(down["conditions"]["real_10_plus_synthetic"]["mean"]
                                          - down["conditions"]["real_10"]["mean"])
+
+
+def test_ablation_summary_names_the_best_variant(results):
+    data = results[0]
+    ablation, row = data["figures"]["ablation"], data["summary"][-1]
+    best = min(ablation["variants"], key=lambda n: (ablation["variants"][n]["c2st_mean"], n))
+    assert row["figure"].startswith("9.") and f"best {best} " in row["measured"]
+    assert row["met"] == ablation["target"]["met"]
+    for name, v in ablation["variants"].items():
+        assert 0 <= v["c2st_mean"] <= 1 and all(0 <= r["c2st"] <= 1 for r in v["types"].values()), name
+
+
+def test_figure_1_target_is_a_distance_above_the_kid_floor():
+    # KID is unbiased: a centralized run that ends at (or below) its floor must still leave a target
+    # above the floor (slack x the floor's spread), never slack x a negative or near-zero number.
+    from benchmarks.speedup import kid_target
+    from benchmarks.training import Curve
+    from entgan.fidelity import KID
+
+    def curve(final_kid: float) -> Curve:
+        c = Curve("centralized")
+        for cpu, kid in ((0.0, 500.0), (1.0, final_kid)):
+            c.add(cpu, cpu, {"box": 1.0, "table": 1.0},
+                  {"box": KID(kid, 0.1, -0.1, 0.2, 10), "table": KID(kid, 0.1, 0.1, 0.4, 10)})
+        return c
+
+    far = kid_target(curve(4.0), 1.25)
+    assert far["kid_floor"] == pytest.approx(0.0) and far["kid_floor_std"] == pytest.approx(0.3)
+    assert far["target_kid"] == pytest.approx(1.25 * 4.0) and not far["from_floor_spread"]
+    at_floor = kid_target(curve(-0.05), 1.25)
+    assert at_floor["target_kid"] == pytest.approx(1.25 * 0.3) and at_floor["from_floor_spread"]
+    assert curve(-0.05).reached(at_floor["target_kid"], "kid") == 1 and curve(4.0).reached(0.5, "fid") is None
