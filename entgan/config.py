@@ -143,7 +143,7 @@ class TrainSpec(_Strict):
                               "(two time-scale update; 2-4 with spectral_norm)")
     r1_gamma: float = Field(default=0.0, ge=0, le=1000, description="R1 penalty weight on real images; 0: off")
     ema_decay: float | None = Field(
-        default=None, description="per-step EMA of G's weights (e.g. 0.99); the EMA G is what is evaluated "
+        default=0.99, description="per-step EMA of G's weights; the EMA G is what is evaluated "
         "and deployed; null: off",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(

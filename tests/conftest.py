@@ -9,7 +9,8 @@ import yaml
 from entgan.config import parse_job
 from entgan.data import materialize_demo
 
-TINY_TRAIN = {"rounds": 2, "local_steps": 3, "batch_size": 8, "image_size": 16, "width": 8, "latent_dim": 8}
+TINY_TRAIN = {"rounds": 2, "local_steps": 3, "batch_size": 8, "image_size": 16, "width": 8, "latent_dim": 8,
+              "ema_decay": None}  # 3 steps: an EMA at 0.99 would still be the untrained G
 TINY_EVAL = {"feature_steps": 3, "num_generated": 32, "feature_dim": 8, "c2st_steps": 3}
 # A tiny job trains for seconds: its generators are noise, which the absolute floors refuse
 # (tests/test_gate_floors.py checks that); the lifelong tests need them deployed.

@@ -15,7 +15,7 @@ from entgan.train import Recipe, d_loss_of, g_loss_of, r1_penalty, train_generat
 from tests.conftest import tiny_job_dict
 
 POLICY = ("color", "translation", "cutout")
-TINY = dict(rounds=1, local_steps=3, cloud_steps=2, batch_size=4, image_size=16, width=4, latent_dim=8)
+TINY = dict(rounds=1, local_steps=3, cloud_steps=2, batch_size=4, image_size=16, width=4, latent_dim=8, ema_decay=None)
 
 
 def _images(n=8, size=16, seed=0):
@@ -141,7 +141,7 @@ def test_ema_after_one_step_is_the_decayed_mix_of_start_and_new_weights():
 def test_ema_observes_training_without_changing_it():
     data = {"box": _images(12)}
     plain = TrainSpec(**TINY)
-    with_ema = TrainSpec(**TINY, ema_decay=0.9)
+    with_ema = TrainSpec(**{**TINY, "ema_decay": 0.9})
     ev = EvalSpec(feature_steps=1, feature_dim=8)
     a = strategies.edge_round("e", strategies.initial_state(["box"], plain, ev), data, ["box"], plain, ev, round_=1)
     b = strategies.edge_round("e", strategies.initial_state(["box"], with_ema, ev), data, ["box"], with_ema, ev, round_=1)
@@ -151,8 +151,8 @@ def test_ema_observes_training_without_changing_it():
 
 
 def test_a_federated_round_with_every_option_keeps_and_deploys_the_ema():
-    train = TrainSpec(**TINY, augment="color,translation,cutout", spectral_norm=True, loss="hinge",
-                      r1_gamma=0.1, ema_decay=0.9)
+    train = TrainSpec(**{**TINY, "ema_decay": 0.9}, augment="color,translation,cutout", spectral_norm=True,
+                      loss="hinge", r1_gamma=0.1)
     ev = EvalSpec(feature_steps=1, feature_dim=8)
     state = strategies.initial_state(["box"], train, ev)
     assert torch.equal(state["box/G_ema"]["main.0.weight"], state["box/G"]["main.0.weight"])
@@ -246,3 +246,12 @@ def test_warm_start_rule_picks_a_close_parent_and_scratch_for_a_far_one():
     parent, _, relative, warm = warm_start_parent(stats([5.0, 5.0]), known)
     assert not warm and relative > WARM_START_MAX_RELATIVE
     assert warm_start_parent(stats([0.1, 0.0]), {"a": known["a"]})[2:] == (None, False)  # no scale: scratch
+
+
+def test_the_library_default_deploys_the_ema_generator():
+    """Issue 16: what wins in the ablation is the library's default too (docs/training-recipe.md)."""
+    train = TrainSpec(rounds=1, local_steps=2, batch_size=4, image_size=16, width=4, latent_dim=8)
+    assert train.ema_decay == 0.99
+    state = strategies.initial_state(["box"], train, EvalSpec(feature_steps=1, feature_dim=8))
+    assert "box/G_ema" in state
+    assert strategies.deploy_groups(state, "box")["box/G"] is state["box/G_ema"]

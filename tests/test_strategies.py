@@ -11,7 +11,8 @@ TYPES = ["box", "table"]
 
 
 def _train(**kw) -> TrainSpec:
-    return TrainSpec(**{"local_steps": 2, "batch_size": 4, "image_size": 8, "width": 4, "latent_dim": 4, **kw})
+    return TrainSpec(**{"local_steps": 2, "batch_size": 4, "image_size": 8, "width": 4, "latent_dim": 4,
+                        "ema_decay": None, **kw})  # the plain path; test_recipe.py covers the EMA
 
 
 def _eval() -> EvalSpec:
