@@ -71,6 +71,9 @@ class Settings:
     champion_job: str | None  # job file (from the repo root) whose train section trains figure 6's champions
 
     def train(self, strategy: str = "entgan", batch_size: int | None = None, **kw) -> TrainSpec:
+        """The train section of figures 1-5: the plain G (`ema_decay` None unless given), so these
+        figures measure the federated protocol as they always have; the recipe is figure 9's."""
+        kw.setdefault("ema_decay", None)
         return TrainSpec(
             strategy=strategy,
             rounds=self.rounds,
