@@ -133,7 +133,10 @@ def test_fidelity_and_downstream_are_in_range(results):
             assert row["random_kid_floor_std"] >= 0 and math.isfinite(row["random_kid"]), t
     for t, c in fid["champions"].items():
         assert 0 <= c["c2st_low"] <= c["c2st"] <= c["c2st_high"] <= 1 and 0 <= c["central_c2st"] <= 1, t
-        assert c["agree"] == (c["c2st_low"] <= c["central_c2st"] <= c["c2st_high"]), t
+        assert 0 <= c["central_low"] <= c["central_c2st"] <= c["central_high"] <= 1, t
+        assert c["agree"] == (c["c2st_low"] <= c["central_high"] and c["central_low"] <= c["c2st_high"]), t
+        assert c["central_inside"] == (c["c2st_low"] <= c["central_c2st"] <= c["c2st_high"]), t
+    assert fid["target"]["met"] == all(c["agree"] for c in fid["champions"].values())
     cost = fid["edge_cost"]
     assert cost["c2st_cpu_s"] > 0 and cost["bytes"] == 16 + cost["held_out_images"] * (96 + 64) * 4
     down = f["downstream"]
