@@ -16,6 +16,7 @@ import pytest
 from benchmarks.__main__ import FIGURES
 from benchmarks.common import FULL, QUICK
 from entgan.config import load_job
+from entgan.steps.plan import WARM_START_MAX_RELATIVE
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,15 @@ def test_training_curves_are_timed_and_scored(results):
         assert final["mean"] == pytest.approx(sum(v["c2st"] for v in read) / len(read)), name
     assert speedup["final_kid_centralized"] == speedup["contenders"]["centralized"]["kid"][-1]
     assert transfer["parent"] in ("box", "clutter", "robot", "table")
+    # figure 2's target is a KID above the floor too, set from scratch's final reading
+    assert transfer["target_kid"] >= transfer["kid_floor"] + transfer["kid_floor_std"] * 1.25 - 1e-9
+    for name, c in transfer["contenders"].items():
+        assert c["target_metric"] == "kid" and all(math.isfinite(k) for k in c["kid"]), name
+        at = c["reached_at_round"]
+        assert at is None or (c["kid"][at] <= transfer["target_kid"] and all(k > transfer["target_kid"]
+                                                                            for k in c["kid"][:at])), name
+    near = transfer["relative_distance"] <= WARM_START_MAX_RELATIVE
+    assert transfer["rule_chooses"] == ("warm" if near else "scratch")
 
 
 def test_cost_orchestration_throughput_and_quality_are_in_range(results):
