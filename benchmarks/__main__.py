@@ -71,11 +71,13 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
     if "throughput" in only:
         results["figures"]["throughput"] = timed("throughput", throughput.run, settings, workdir, champions)
         save()
-    if "quality" in only:
-        results["figures"]["quality"] = timed("quality", quality.run, settings, workdir, referee, pooled, pool.holdout)
-        save()
-    if "fidelity" in only or "downstream" in only:  # both score the champions figure 6 trains
-        generators, _ = timed("champions", quality.train_champions, settings, workdir, referee)
+    if {"quality", "fidelity", "downstream"} & set(only):  # all three score the same champions, trained once
+        trained = timed("champions", quality.train_champions, settings, workdir, referee)
+        generators = trained[0]
+        if "quality" in only:
+            results["figures"]["quality"] = timed("quality", quality.run, settings, workdir, referee, pooled,
+                                                  pool.holdout, trained)
+            save()
         if "fidelity" in only:
             results["figures"]["fidelity"] = timed("fidelity", fidelity.run, settings, workdir, referee, generators)
             save()

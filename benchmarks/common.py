@@ -59,7 +59,7 @@ class Settings:
     mu: float
     referee_steps: int
     num_generated: int  # fake images per FID
-    target_slack: float  # target FID = slack x the baseline's final FID
+    target_slack: float  # figures 1-2: target KID = floor + slack x the baseline's final distance above it
     edge_counts: tuple[int, ...]
     transfer_rounds: int
     cas_steps: int  # CAS classifier steps of figure 4's job (and figure 6's second reading)

@@ -118,8 +118,9 @@ def train_champions(settings: Settings, workdir: Path, referee: Referee) -> tupl
 
 
 def run(settings: Settings, workdir: Path, referee: Referee, pooled: dict[str, torch.Tensor],
-        holdout: dict[str, torch.Tensor]) -> dict:
-    generators, champions = train_champions(settings, workdir, referee)
+        holdout: dict[str, torch.Tensor], trained: tuple[dict[str, Generator], dict] | None = None) -> dict:
+    """Figure 6 on `trained` (`train_champions`'s result), or on champions trained here."""
+    generators, champions = trained or train_champions(settings, workdir, referee)
     types = sorted(generators)
     per_type = {}
     for t in types:

@@ -16,6 +16,7 @@ import pytest
 from benchmarks.__main__ import FIGURES
 from benchmarks.common import FULL, QUICK
 from entgan.config import load_job
+from entgan.steps.plan import WARM_START_MAX_RELATIVE
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,15 @@ def test_training_curves_are_timed_and_scored(results):
         assert final["mean"] == pytest.approx(sum(v["c2st"] for v in read) / len(read)), name
     assert speedup["final_kid_centralized"] == speedup["contenders"]["centralized"]["kid"][-1]
     assert transfer["parent"] in ("box", "clutter", "robot", "table")
+    # figure 2's target is a KID above the floor too, set from scratch's final reading
+    assert transfer["target_kid"] >= transfer["kid_floor"] + transfer["kid_floor_std"] * 1.25 - 1e-9
+    for name, c in transfer["contenders"].items():
+        assert c["target_metric"] == "kid" and all(math.isfinite(k) for k in c["kid"]), name
+        at = c["reached_at_round"]
+        assert at is None or (c["kid"][at] <= transfer["target_kid"] and all(k > transfer["target_kid"]
+                                                                            for k in c["kid"][:at])), name
+    near = transfer["relative_distance"] <= WARM_START_MAX_RELATIVE
+    assert transfer["rule_chooses"] == ("warm" if near else "scratch")
 
 
 def test_cost_orchestration_throughput_and_quality_are_in_range(results):
@@ -133,7 +143,10 @@ def test_fidelity_and_downstream_are_in_range(results):
             assert row["random_kid_floor_std"] >= 0 and math.isfinite(row["random_kid"]), t
     for t, c in fid["champions"].items():
         assert 0 <= c["c2st_low"] <= c["c2st"] <= c["c2st_high"] <= 1 and 0 <= c["central_c2st"] <= 1, t
-        assert c["agree"] == (c["c2st_low"] <= c["central_c2st"] <= c["c2st_high"]), t
+        assert 0 <= c["central_low"] <= c["central_c2st"] <= c["central_high"] <= 1, t
+        assert c["agree"] == (c["c2st_low"] <= c["central_high"] and c["central_low"] <= c["c2st_high"]), t
+        assert c["central_inside"] == (c["c2st_low"] <= c["central_c2st"] <= c["c2st_high"]), t
+    assert fid["target"]["met"] == all(c["agree"] for c in fid["champions"].values())
     cost = fid["edge_cost"]
     assert cost["c2st_cpu_s"] > 0 and cost["bytes"] == 16 + cost["held_out_images"] * (96 + 64) * 4
     down = f["downstream"]
