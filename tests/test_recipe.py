@@ -255,3 +255,26 @@ def test_the_library_default_deploys_the_ema_generator():
     state = strategies.initial_state(["box"], train, EvalSpec(feature_steps=1, feature_dim=8))
     assert "box/G_ema" in state
     assert strategies.deploy_groups(state, "box")["box/G"] is state["box/G_ema"]
+
+
+def test_a_run_from_a_champion_scores_that_champion_as_its_before(demo_edges, tmp_path):
+    """With the EMA on, the G that stands for a type is `<type>/G_ema`: a run that starts from the
+    champion must start its EMA there too, or the gate compares with an untrained G (seen in
+    `make lifelong`: the champion read FID 10 and C2ST 1.00 on its second run)."""
+    from entgan.bundle import load_bundle
+    from entgan.steps.common import load_state
+    from tests.steps_driver import drive
+
+    data = tiny_job_dict(demo_edges, ["edge-1", "edge-2"])
+    data["state_dir"] = str(tmp_path / "state")
+    data["train"].update(rounds=1, ema_decay=0.9)
+    job = parse_job(data)
+    first = drive(job, tmp_path / "work-1", kfp_run_id="run-1")
+    assert first.error is None, first.error
+    second = drive(job, tmp_path / "work-2", kfp_run_id="run-2")
+    assert second.error is None, second.error
+    t = next(iter(first.summary["types"]))
+    champion = load_bundle(tmp_path / "work-1" / "samples" / t / "model.safetensors").groups()[f"{t}/G"]
+    start = load_state(str(tmp_path / "work-2" / "state-0"))
+    for key in (f"{t}/G", f"{t}/G_ema"):
+        assert all(torch.equal(start[key][k], champion[k]) for k in champion), key
