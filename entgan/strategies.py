@@ -109,10 +109,17 @@ def initial_state(
         state[f"{data_type}/G"] = new_generator(train).state_dict()
         state[f"{data_type}/D"] = new_discriminator(train).state_dict()
         if train.ema_decay is not None:
-            state[f"{data_type}/{EMA}"] = {k: v.clone() for k, v in state[f"{data_type}/G"].items()}
+            start_ema_at_g(state, data_type)
     torch.manual_seed(train.seed)
     state[FEATURES] = new_feature_net(len(data_types), train, evaluation).state_dict()
     return state
+
+
+def start_ema_at_g(state: dict[str, StateDict], data_type: str) -> None:
+    """Set `<type>/G_ema` to a copy of `<type>/G`: where a type's EMA starts, whether G is fresh,
+    its champion or a warm start's parent. The EMA G is what is evaluated and deployed, so one
+    left elsewhere would stand for a G nobody trained."""
+    state[f"{data_type}/{EMA}"] = {k: v.clone() for k, v in state[f"{data_type}/G"].items()}
 
 
 def extend_feature_net(

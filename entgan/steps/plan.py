@@ -247,7 +247,7 @@ def _starting_state(ctx: TaskContext, plan: Plan, snapshot: Bundle, bundles: lis
         plan.start[t] = champion.version if champion else None
         if champion:
             state.update(library.load(champion).groups())
-            _start_ema_at_g(state, t)
+            _start_ema_at_g(job, state, t)
             continue
         candidates = {k: s for k, s in known_stats.items() if k != t and library.champion(k)}
         if not candidates or t not in new_stats:
@@ -259,7 +259,7 @@ def _starting_state(ctx: TaskContext, plan: Plan, snapshot: Bundle, bundles: lis
             parent_version = library.champion(parent)
             groups = library.load(parent_version).groups()
             state[f"{t}/G"], state[f"{t}/D"] = groups[f"{parent}/G"], groups[f"{parent}/D"]
-            _start_ema_at_g(state, t)
+            _start_ema_at_g(job, state, t)
             plan.parents[t] = {"type": parent, "version": parent_version.version, "distance": distance}
             log(f"new type {t}: warm start from {parent} v{parent_version.version} (feature distance {distance:.2f}, "
                 f"{scale})")
@@ -269,13 +269,12 @@ def _starting_state(ctx: TaskContext, plan: Plan, snapshot: Bundle, bundles: lis
     return state
 
 
-def _start_ema_at_g(state: dict, data_type: str) -> None:
+def _start_ema_at_g(job, state: dict, data_type: str) -> None:
     """A type that starts from a registered G (its champion, or a warm start's parent) starts its
-    EMA there too: `<type>/G_ema` is what the evaluation scores as the run's "before" and the
-    gate as the champion, so a fresh random EMA would make every champion read as untrained."""
-    ema = f"{data_type}/{strategies.EMA}"
-    if ema in state:
-        state[ema] = {k: v.clone() for k, v in state[f"{data_type}/G"].items()}
+    EMA there too: `<type>/G_ema` is what the evaluation scores as the run's "before" and the gate
+    as the champion, so the fresh EMA of `initial_state` would make every champion read as untrained."""
+    if job.train.ema_decay is not None:
+        strategies.start_ema_at_g(state, data_type)
 
 
 def _merged_report_stats(bundles: list[Bundle]) -> dict[str, FeatureStats]:
