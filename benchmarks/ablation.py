@@ -6,7 +6,7 @@ the demo job's 300 images per type, 20 % held out), in this process on one torch
 fields changed (VARIANTS). Then each variant's deployed generators (the EMA G when it keeps one)
 are read with the project's evaluation:
 
-- C2ST, federated: at every edge holding the type a classifier (`fidelity.c2st_edge_part`,
+- C2ST, federated: at every edge holding the type a classifier (`common.federated_c2st`,
   `C2ST_STEPS` steps) trains on the edge's training images against samples and is tested on the
   edge's held-out images against other samples; counts pooled (`merge_c2st`). 0.5: indistinguishable.
 - KID in the random feature space beside its real-vs-real floor (`fidelity.kid_scores`).
@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 
 from benchmarks import downstream
-from benchmarks.common import REPO
+from benchmarks.common import REPO, federated_c2st
 from benchmarks.quality import RealImages
 from entgan import strategies
 from entgan.config import EvalSpec, TrainSpec, load_job
 from entgan.data import DEMO_SPLIT, load_edge, materialize_demo
-from entgan.fidelity import c2st_edge_part, feature_spaces, kid_edge_part, kid_scores, merge_c2st, merge_kid_parts
+from entgan.fidelity import feature_spaces, kid_edge_part, kid_scores, merge_kid_parts
 from entgan.quality import cas_counts, train_cas_classifier
 
 DEMO_JOB = "jobs/demo.yaml"
@@ -115,12 +115,11 @@ def score(generators: dict, data: DemoData, types: list[str], *, c2st_steps: int
     for t in types:
         rng = torch.Generator().manual_seed(0)
         g = generators[t]
-        parts = [c2st_edge_part(h, g.sample(len(h) + len(x), generator=rng), 0, steps=c2st_steps, train_images=x)
-                 for h, x in data.of_type(t)]
-        acc, low, high = merge_c2st(parts)
+        c2st = federated_c2st(g, data, t, steps=c2st_steps, rng=rng)
         real = merge_kid_parts([kid_edge_part(h, spaces) for h, _ in data.of_type(t)])
         kid = kid_scores(real, g.sample(512, generator=rng), spaces)["random"]
-        out["types"][t] = {"c2st": acc, "c2st_low": low, "c2st_high": high, "kid": kid.kid, "kid_floor": kid.floor,
+        out["types"][t] = {"c2st": c2st["c2st"], "c2st_low": c2st["c2st_low"], "c2st_high": c2st["c2st_high"],
+                           "kid": kid.kid, "kid_floor": kid.floor,
                            "kid_over_floor": kid.kid / kid.floor if kid.floor > 0 else None}
     pooled = {t: data.pooled(t) for t in types}
     holdout = {t: data.pooled(t, "held") for t in types}

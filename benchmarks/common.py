@@ -282,13 +282,15 @@ def train_referee(data: EdgeData, types: list[str], settings: Settings, seed: in
     return Referee(net, types, real, settings.num_generated, kid_real, spaces)
 
 
-def federated_c2st(generator: Generator, data: EdgeData, data_type: str, *, steps: int, seed: int = 0) -> dict | None:
+def federated_c2st(generator: Generator, data: EdgeData, data_type: str, *, steps: int, seed: int = 0,
+                   rng: torch.Generator | None = None) -> dict | None:
     """The generator's C2ST for `data_type` as the pipeline reads it: at every edge of `data`
     holding the type, a classifier trains `steps` steps on the edge's training images against as
     many samples and is tested on the edge's held-out images against as many other samples
     (`c2st_edge_part`); the counts are pooled (`merge_c2st`, Wilson 95 %). None if no edge has a
-    held-out image of the type."""
-    rng = torch.Generator().manual_seed(seed)
+    held-out image of the type. `data` is anything with EdgeData's `train` and `held`; samples
+    come from `rng` (default: a generator seeded with `seed`)."""
+    rng = rng or torch.Generator().manual_seed(seed)
     parts = []
     for edge, types in data.train.items():
         held = data.held.get(edge, {}).get(data_type)
