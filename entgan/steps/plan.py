@@ -140,9 +140,8 @@ def relative_distance(distance: float, known: dict[str, FeatureStats]) -> float 
     """`distance` over the median distance between the known types (None: fewer than two known)."""
     names = sorted(known)
     pairs = [frechet_distance(known[a], known[b]) for i, a in enumerate(names) for b in names[i + 1:]]
-    if not pairs or statistics.median(pairs) <= 0:
-        return None
-    return distance / statistics.median(pairs)
+    scale = statistics.median(pairs) if pairs else 0.0
+    return distance / scale if scale > 0 else None
 
 
 def warm_start_parent(new: FeatureStats, known: dict[str, FeatureStats]) -> tuple[str, float, float | None, bool]:
