@@ -9,7 +9,7 @@ UI_PORT ?= 5000
 .PHONY: install run test compile ui clean help lifelong browser figures bench bench-quick
 
 # `make help` prints every target that has a `## what it does` comment on its rule line
-# (tests/test_make_help.py checks that every .PHONY target has one).
+# (tests/cli/test_make_help.py checks that every .PHONY target has one).
 help:  ## list the targets (this)
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' \
 		| awk -F'\t' '{ printf "make %-12s %s\n", $$1, $$2 }'
@@ -27,12 +27,13 @@ run: install  ## the demo job end to end: demo edge folders, then `entgan run JO
 	$(BIN)/entgan data demo --root .entgan/demo/edges
 	$(BIN)/entgan run $(JOB)
 
-test: install browser  ## the test suite (pytest; installs chromium for the browser test when it can)
+test: install browser  ## the layer contract (lint-imports) and the test suite (pytest; installs chromium for the browser test when it can)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
-# tests/test_mlflow_ui.py drives Debian's chromium + chromedriver: install them when missing and
+# tests/library/test_mlflow_ui.py drives Debian's chromium + chromedriver: install them when missing and
 # apt-get can (root, or password-less sudo); otherwise say so (the test then fails under CI=true).
-browser:  ## install chromium + chromedriver with apt-get when missing (for tests/test_mlflow_ui.py)
+browser:  ## install chromium + chromedriver with apt-get when missing (for tests/library/test_mlflow_ui.py)
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing chromium and chromium-driver (apt-get) for the MLflow UI browser test"; \
@@ -46,7 +47,7 @@ figures: install  ## redraw the README's figures into docs/figures/ from the dem
 	$(BIN)/entgan figures $(JOB) --out docs/figures
 
 # Benchmarks (README: Benchmarks; docs/benchmarks.md): `bench` writes benchmarks/results/; `bench-quick` runs the same
-# harness on tiny settings into build/bench-quick (tests/test_bench_quick.py runs it in `make test`).
+# harness on tiny settings into build/bench-quick (tests/benchmarks/test_bench_quick.py runs it in `make test`).
 bench: install  ## every benchmark figure: benchmarks/results/latest.json + plots (figures 1-8 ~40 min on 2 idle cores; 9 over an hour)
 	$(BIN)/python -m benchmarks
 

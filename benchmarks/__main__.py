@@ -14,9 +14,28 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import ablation, cost, downstream, fidelity, orchestration, plots, quality, speedup, throughput, transfer
-from benchmarks.common import KNOWN_TYPES, MODES, NEW_TYPE, Clock, demo_edges, held_out_accuracy, machine_info, \
-    train_referee
+from benchmarks import (
+    ablation,
+    cost,
+    downstream,
+    fidelity,
+    orchestration,
+    plots,
+    quality,
+    speedup,
+    throughput,
+    transfer,
+)
+from benchmarks.common import (
+    KNOWN_TYPES,
+    MODES,
+    NEW_TYPE,
+    Clock,
+    demo_edges,
+    held_out_accuracy,
+    machine_info,
+    train_referee,
+)
 
 FIGURES = ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream", "ablation")
 RESULTS = Path(__file__).resolve().parent / "results"

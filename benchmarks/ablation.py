@@ -1,6 +1,6 @@
 """Figure 9 — the training-recipe ablation: which ingredients make the demo's champions closer to real?
 
-Every variant trains the demo's types federated on the demo's four edges (entgan.data.DEMO_SPLIT,
+Every variant trains the demo's types federated on the demo's four edges (entgan.job.data.DEMO_SPLIT,
 the demo job's 300 images per type, 20 % held out), in this process on one torch thread
 (`strategies.edge_round` / `cloud_round`), starting from the demo job's train section with a few
 fields changed (VARIANTS). Then each variant's deployed generators (the EMA G when it keeps one)
@@ -33,11 +33,11 @@ import torch
 from benchmarks import downstream
 from benchmarks.common import REPO, federated_c2st
 from benchmarks.quality import RealImages
-from entgan import strategies
-from entgan.config import EvalSpec, TrainSpec, load_job
-from entgan.data import DEMO_SPLIT, load_edge, materialize_demo
-from entgan.fidelity import feature_spaces, kid_edge_part, kid_scores, merge_kid_parts
-from entgan.quality import cas_counts, train_cas_classifier
+from entgan.evaluation.precision_recall_cas import cas_counts, train_cas_classifier
+from entgan.evaluation.two_sample import feature_spaces, kid_edge_part, kid_scores, merge_kid_parts
+from entgan.gan import strategies
+from entgan.job.data import DEMO_SPLIT, load_edge, materialize_demo
+from entgan.job.spec import EvalSpec, TrainSpec, load_job
 
 DEMO_JOB = "jobs/demo.yaml"
 C2ST_STEPS = {"full": 500, "quick": 5}

@@ -4,14 +4,14 @@
 - `Clock`: process CPU time and wall time together. Each piece of work is timed on one torch
   thread, so its CPU time is what it would take alone on a dedicated core; that keeps ratios
   honest on a machine that other jobs share. Wall time is recorded beside it.
-- `demo_edges`: the bundled demo set written as edge folders with `entgan.data.materialize_demo`
-  and read back with `entgan.data.load_edge`, exactly as an edge task reads it.
+- `demo_edges`: the bundled demo set written as edge folders with `entgan.job.data.materialize_demo`
+  and read back with `entgan.job.data.load_edge`, exactly as an edge task reads it.
 - `Referee`: one domain feature network trained on the pooled real training images of every
   demo type, fixed for all contenders, with the real held-out statistics per type. Every FID in
-  the benchmarks is `entgan.evaluate.fid_from_stats` under this referee. Beside it the referee
+  the benchmarks is `entgan.evaluation.features.fid_from_stats` under this referee. Beside it the referee
   holds the real held-out images' features in the random multi-scale CNN space
-  (`entgan.fidelity.feature_spaces`), and scores KID (random) with its real-vs-real floor
-  (`entgan.fidelity.kid_scores`) on the same samples as the FID.
+  (`entgan.evaluation.two_sample.feature_spaces`), and scores KID (random) with its real-vs-real floor
+  (`entgan.evaluation.two_sample.kid_scores`) on the same samples as the FID.
 - `federated_c2st`: a generator's C2ST for one type, read as the pipeline reads it (every edge
   holding the type trains a classifier on its training images and tests it on its held-out
   images; counts pooled).
@@ -29,16 +29,16 @@ from pathlib import Path
 
 import torch
 
-from entgan.config import EvalSpec, TrainSpec, load_job
-from entgan.data import DEMO_SPLIT, is_holdout, load_edge, materialize_demo
-from entgan.evaluate import FeatureStats, feature_stats, fid_from_stats
-from entgan.fidelity import KID, c2st_edge_part, feature_spaces, kid_edge_part, kid_scores, merge_c2st
-from entgan.models import FeatureNet, Generator
-from entgan.train import train_features
+from entgan.evaluation.features import FeatureStats, feature_stats, fid_from_stats
+from entgan.evaluation.two_sample import KID, c2st_edge_part, feature_spaces, kid_edge_part, kid_scores, merge_c2st
+from entgan.gan.models import FeatureNet, Generator
+from entgan.gan.train import train_features
+from entgan.job.data import DEMO_SPLIT, is_holdout, load_edge, materialize_demo
+from entgan.job.spec import EvalSpec, TrainSpec, load_job
 
 REPO = Path(__file__).resolve().parents[1]
-KNOWN_TYPES = ["box", "clutter", "robot", "table"]  # the demo's first four types (entgan.data.DEMO_SPLIT)
-NEW_TYPE = "pillar"  # arrives later (entgan.data.DEMO_WAVES wave 2)
+KNOWN_TYPES = ["box", "clutter", "robot", "table"]  # the demo's first four types (entgan.job.data.DEMO_SPLIT)
+NEW_TYPE = "pillar"  # arrives later (entgan.job.data.DEMO_WAVES wave 2)
 
 
 @dataclass(frozen=True)
@@ -318,7 +318,7 @@ def held_out_accuracy(referee: Referee, data: EdgeData) -> float:
 
 def bench_job(name: str, root: Path, edges: list[str], state_dir: Path, train: dict, evaluation: dict):
     """A JobSpec over the edge folders under `root` (what `entgan run` would be given)."""
-    from entgan.config import parse_job
+    from entgan.job.spec import parse_job
 
     return parse_job({
         "name": name,

@@ -2,7 +2,7 @@
 
 Peak memory: the cloud's aggregation step (`entgan.steps.train.aggregate`: read the 4 edges'
 update bundles, FedAvg, the global G update, write the new state) vs centralized training
-(`entgan.strategies.train_centralized` on every edge's raw training images, which a central node
+(`entgan.gan.strategies.train_centralized` on every edge's raw training images, which a central node
 would have to hold). Each runs in a fresh process (`benchmarks.memory`); the figure is the rise of
 resident memory above the process's state after its imports (kernel peak-RSS mark, reset just
 before the step). Target: aggregation <= 0.5x centralized.
@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import Settings, bench_job, demo_edges, edge_split, pipeline_sections
-from entgan import strategies
-from entgan.bundle import BundleHeader, pack, save_bundle
-from entgan.data import inspect_edge
+from entgan.gan import strategies
+from entgan.gan.bundle import BundleHeader, pack, save_bundle
+from entgan.job.data import inspect_edge
 from entgan.steps.common import TaskContext
 from entgan.steps.plan import make_plan
 from entgan.steps.train import TrainFiles, train_edge

@@ -1,6 +1,6 @@
 """Figure 8 — downstream gain: does synthetic data help a type classifier when real data is scarce?
 
-A type classifier (the domain feature network's architecture, `entgan.quality.train_cas_classifier`:
+A type classifier (the domain feature network's architecture, `entgan.evaluation.precision_recall_cas.train_cas_classifier`:
 balanced batches, random flips and shifts) is trained on
 
 - `real_10`: a random REAL_SHARE (10 %) of each type's real training images,
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.quality import RealImages
-from entgan.quality import cas_counts, train_cas_classifier
+from entgan.evaluation.precision_recall_cas import cas_counts, train_cas_classifier
 
 REAL_SHARE = 0.1
 CONDITIONS = ("real_10", "real_10_plus_synthetic", "all_real", "synthetic_only")
@@ -101,7 +101,7 @@ def run(settings, workdir: Path, generators: dict, pooled: dict[str, torch.Tenso
     return {
         "what": f"held-out type accuracy of a classifier trained on {REAL_SHARE:.0%} of the real training images, "
                 "with and without the champions' synthetic images; all real and synthetic only beside them",
-        "how": f"entgan.quality.train_cas_classifier ({steps} steps, batch {batch_size}, flips and shifts), "
+        "how": f"entgan.evaluation.precision_recall_cas.train_cas_classifier ({steps} steps, batch {batch_size}, flips and shifts), "
                f"{seeds} seeds (the {REAL_SHARE:.0%} share redrawn per seed), tested on every real held-out image "
                f"of {', '.join(types)}",
         "types": types,

@@ -3,7 +3,7 @@ federated against centralized C2ST.
 
 - Calibration: per type, the real held-out images (on the two demo edges that hold the type)
   are compared with the type's *training* images, unchanged (the real split: must score at the
-  floor) and with each defect of `entgan.corruptions.CORRUPTIONS` applied (must score clearly
+  floor) and with each defect of `entgan.evaluation.defects.CORRUPTIONS` applied (must score clearly
   worse). Metrics: federated C2ST (`c2st_edge_part` at each edge, `merge_c2st`), KID in the
   random and the domain feature space beside its floor (`kid_scores`), and domain-FID
   (`fid_from_stats`, which has no floor).
@@ -23,16 +23,22 @@ from pathlib import Path
 
 import torch
 
-from entgan.corruptions import CORRUPTIONS
-from entgan.data import DEMO_SPLIT, load_edge, materialize_demo
-from entgan.evaluate import feature_stats, fid_from_stats
-from entgan.fidelity import (c2st_edge_part, feature_spaces, kid_edge_part, kid_scores, merge_c2st,
-                             merge_kid_parts)
+from entgan.evaluation.defects import CORRUPTIONS
+from entgan.evaluation.features import feature_stats, fid_from_stats
+from entgan.evaluation.two_sample import (
+    c2st_edge_part,
+    feature_spaces,
+    kid_edge_part,
+    kid_scores,
+    merge_c2st,
+    merge_kid_parts,
+)
+from entgan.job.data import DEMO_SPLIT, load_edge, materialize_demo
 
 CLASSIFIER_SHARE = 0.6  # share of an edge's training images its C2ST classifier trains on (the rest: candidates)
 C2ST_STEPS = {"full": 500, "quick": 10}  # classifier steps per C2ST
 MIN_PER_TYPE = 80
-DEMO_PER_TYPE = 300  # wave 1 of `make run` (entgan.data.DEMO_WAVES)
+DEMO_PER_TYPE = 300  # wave 1 of `make run` (entgan.job.data.DEMO_WAVES)
 
 
 def edge_sets(train: list[torch.Tensor], seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

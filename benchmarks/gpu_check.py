@@ -4,9 +4,9 @@
 
 1. shapes: G, D (plain and spectrally normalised) and the feature network at 16..256 px on CUDA;
 2. one federated round at `--size` px on two simulated edges (the demo images upscaled), with the
-   cluster job's recipe (DiffAugment, EMA, bf16), through `entgan.strategies` on CUDA; checks
+   cluster job's recipe (DiffAugment, EMA, bf16), through `entgan.gan.strategies` on CUDA; checks
    that every tensor that would travel is float32 (or an integer counter) on the CPU;
-3. training throughput, images per second (real images seen by D), of `entgan.train.train_local`
+3. training throughput, images per second (real images seen by D), of `entgan.gan.train.train_local`
    against a bare torch DCGAN loop with the same networks, batch and precision.
 Without a GPU it prints why and exits 0, unless `--cpu` asks for a (slow, tiny) dry run on CPU.
 """
@@ -21,11 +21,11 @@ import time
 import torch
 from torch.nn import functional as F
 
-from entgan import strategies
-from entgan.config import EvalSpec, TrainSpec
-from entgan.data import demo_dataset, to_tensor
-from entgan.models import Discriminator, FeatureNet, Generator
-from entgan.train import Recipe, train_local
+from entgan.gan import strategies
+from entgan.gan.models import Discriminator, FeatureNet, Generator
+from entgan.gan.train import Recipe, train_local
+from entgan.job.data import demo_dataset, to_tensor
+from entgan.job.spec import EvalSpec, TrainSpec
 
 
 def _sync(device: str) -> None:

@@ -51,11 +51,11 @@ def main(argv: list[str]) -> None:
 
     import torch
 
-    from entgan.config import JobSpec
-    from entgan.data import load_edge
+    from entgan.gan.strategies import train_centralized
+    from entgan.job.data import load_edge
+    from entgan.job.spec import JobSpec
     from entgan.steps.common import TaskContext
     from entgan.steps.train import AggregateFiles, aggregate
-    from entgan.strategies import train_centralized
 
     torch.set_num_threads(1)
     job = JobSpec.model_validate(spec["job"])

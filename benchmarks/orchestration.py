@@ -3,7 +3,7 @@
 Every contender runs the same job on the demo's edges (4; 2 in quick mode) with a fresh task library:
 - pipeline: `entgan run JOB` as a child process, exactly as a user runs it (compile, then one
   process per task, two edge tasks at once; each task a fork of the task server, which has
-  imported torch, MLflow and kfp once: `entgan.forkserver`). Wall time, and the CPU time of it
+  imported torch, MLflow and kfp once: `entgan.local.forkserver`). Wall time, and the CPU time of it
   and all its children (`RUSAGE_CHILDREN`; the server waits for its forks, so theirs is in it).
 - fresh processes: the same with `entgan run --fresh-processes`: every task a new Python that
   imports everything again, which is what kfp.local does by itself (the figure before the server).
@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from benchmarks.common import Clock, Settings, bench_job, demo_edges, edge_split, pipeline_sections
-from entgan.progress import FINISHED
+from entgan.local.progress import FINISHED
 
 OVERHEAD_TARGET = 1.15
 PARALLEL_EDGE_TASKS = 2  # kfp.local runs at most two iterations of a ParallelFor at once
@@ -114,7 +114,7 @@ STARTUP = {
     "kfp executor (python -m kfp.dsl.executor_main)": "import kfp.dsl.executor_main",
     "torch (every step imports entgan.steps.wiring)": "import entgan.steps.wiring",
     "MLflow client (cloud tasks: import + open the store)": (
-        "import sys; from entgan.config import JobSpec; from entgan.registry import library_for; "
+        "import sys; from entgan.job.spec import JobSpec; from entgan.library.registry import library_for; "
         "library_for(JobSpec.model_validate_json(open(sys.argv[1]).read())).champion('box')"),
 }
 
@@ -164,7 +164,7 @@ def run(settings: Settings, workdir: Path) -> dict:
         "what": "kfp.local pipeline wall time vs the same steps' compute in-process",
         "how": "same job all ways, fresh task library each; one torch thread per task on every side; "
                "pipeline = `entgan run` as a child process (2 edge tasks at once; tasks are forks of the "
-               "pre-warmed task server, entgan.forkserver); fresh_processes = the same with "
+               "pre-warmed task server, entgan.local.forkserver); fresh_processes = the same with "
                "`--fresh-processes` (every task a new Python, as plain kfp.local); in-process = the "
                "entgan.steps functions in pipeline order; makespan = in-process times scheduled 2 edge tasks "
                "at a time",

@@ -1,6 +1,6 @@
 """PNG encoding: EntGAN's own encoder against `torchvision.io.encode_png` and PIL.
 
-`entgan generate` writes its PNGs with `entgan.generate.pngs` (no row filter, zlib level from
+`entgan generate` writes its PNGs with `entgan.gan.sampling.pngs` (no row filter, zlib level from
 `png_level`: stored for 32x32, level 1 above). This compares it, on the same smooth uint8 images
 and one thread, with torchvision's libpng encoder at several levels and with PIL's `Image.save`;
 every encoder's output is checked to read back pixel-exact with PIL first.
@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torchvision.io import encode_png
 
-from entgan.generate import png_level, pngs
+from entgan.gan.sampling import png_level, pngs
 
 
 def _median_seconds(fn, repeats: int = 5) -> float:

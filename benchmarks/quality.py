@@ -5,11 +5,11 @@ of `settings.champion_job` (jobs/demo.yaml: `make run`'s rounds, local steps and
 and 2 train shorter, at half the batch, to compare speeds): box, clutter, robot and table with
 strategy `entgan` on the demo's 4 edges, then pillar on the edges it arrives at (figure 2's
 layout), warm-started from its nearest known champion. Per type, under the referee: domain-FID
-(`fid_from_stats`), improved precision and recall with k=3 (`entgan.quality.precision_recall`), and the classification
+(`fid_from_stats`), improved precision and recall with k=3 (`entgan.evaluation.precision_recall_cas.precision_recall`), and the classification
 accuracy score: a classifier trained only on generated images (`train_cas_classifier`) is tested
 on the real held-out images (`cas_counts`), and so is the same classifier trained, with the
 same steps, batches and augmentation (`train_cas_classifier` flips and shifts every batch,
-`entgan.quality.augment`), on the real training images instead. The figure is their ratio
+`entgan.evaluation.precision_recall_cas.augment`), on the real training images instead. The figure is their ratio
 (synthetic / real), overall and per type, with the demo job's own classifier steps (its
 `eval.cas_steps`); it is also reported at the benchmark's shorter `cas_steps`, where the real-data
 classifier is undertrained and the ratio flatters the generators. Target: overall ratio >= 0.85.
@@ -29,10 +29,10 @@ import torch
 from benchmarks import transfer
 from benchmarks.common import KNOWN_TYPES, NEW_TYPE, Referee, Settings, demo_edges, edge_split
 from benchmarks.training import run_federated
-from entgan import strategies
-from entgan.evaluate import embed
-from entgan.models import Generator
-from entgan.quality import cas_counts, precision_recall, train_cas_classifier
+from entgan.evaluation.features import embed
+from entgan.evaluation.precision_recall_cas import cas_counts, precision_recall, train_cas_classifier
+from entgan.gan import strategies
+from entgan.gan.models import Generator
 
 CAS_TARGET = 0.85
 PR_K = 3
@@ -85,7 +85,7 @@ def _fidelity(generator: Generator, train: torch.Tensor, holdout: torch.Tensor, 
     """C2ST (one classifier on all the type's training images, tested on every held-out image;
     figure 7's step count) and random-feature KID beside its floor, as the pipeline reads them."""
     from benchmarks.fidelity import C2ST_STEPS, centralized_c2st
-    from entgan.fidelity import RandomFeatures, extract, kid_scores
+    from entgan.evaluation.two_sample import RandomFeatures, extract, kid_scores
 
     rng = torch.Generator().manual_seed(2)
     fakes = generator.sample(len(train) + len(holdout), generator=rng)
@@ -150,7 +150,7 @@ def run(settings: Settings, workdir: Path, referee: Referee, pooled: dict[str, t
         "how": "referee feature network; CAS = accuracy on real held-out images of a classifier trained only on "
                "generated images, divided by that of the same classifier trained on real training images "
                f"({steps} steps, batch {2 * settings.batch_size}, balanced over the types; both "
-               "classifiers see the same random flips and shifts, entgan.quality.augment); each classifier "
+               "classifiers see the same random flips and shifts, entgan.evaluation.precision_recall_cas.augment); each classifier "
                f"trained with seeds 0-{settings.cas_seeds - 1}, accuracies averaged over the seeds, the ratio "
                "taken of the averages",
         "champions": champions,

@@ -28,12 +28,12 @@ import time
 import numpy as np
 import torch
 
-from entgan.config import EvalSpec, TrainSpec
-from entgan.data import demo_dataset, to_tensor
-from entgan.evaluate import feature_stats, fid_from_stats
-from entgan.models import FeatureNet
-from entgan.strategies import cloud_round, edge_round, initial_state, load_generator
-from entgan.train import train_features
+from entgan.evaluation.features import feature_stats, fid_from_stats
+from entgan.gan.models import FeatureNet
+from entgan.gan.strategies import cloud_round, edge_round, initial_state, load_generator
+from entgan.gan.train import train_features
+from entgan.job.data import demo_dataset, to_tensor
+from entgan.job.spec import EvalSpec, TrainSpec
 
 EDGES = ["edge-1", "edge-2", "edge-3", "edge-4"]
 ATTACKER = "edge-4"

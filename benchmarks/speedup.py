@@ -7,7 +7,7 @@ Contenders, run one after the other in this invocation on the same demo images:
   on the same number of images per step as one centralized step.
 All contenders make the same number of steps per type (rounds x local_steps).
 
-Quality is KID in the random multi-scale CNN feature space (`entgan.fidelity.RandomFeatures`:
+Quality is KID in the random multi-scale CNN feature space (`entgan.evaluation.two_sample.RandomFeatures`:
 it sees blur, colour and texture, which the domain network's features ignore), 512 samples per
 type against the real held-out images, read after every round and averaged over the types,
 beside its real-vs-real floor (the same estimator between two halves of the real images: what
@@ -36,8 +36,8 @@ from pathlib import Path
 from benchmarks.common import KNOWN_TYPES, Referee, Settings, demo_edges, edge_split, federated_c2st
 from benchmarks.fidelity import C2ST_STEPS
 from benchmarks.training import Curve, run_centralized, run_federated
-from entgan import strategies
-from entgan.config import TrainSpec
+from entgan.gan import strategies
+from entgan.job.spec import TrainSpec
 
 SPEEDUP_TARGET = 3.0
 
@@ -107,7 +107,7 @@ def run(settings: Settings, workdir: Path, referee: Referee, pooled: dict) -> tu
         "how": "each edge's round is run for real, sequentially, in-process, on one torch thread; a round "
                "costs its slowest edge plus the cloud step; centralized costs the sum of its work; scoring "
                "is off the clock; edges use batch_size//2 (every type on two edges). KID: 512 samples per type "
-               "vs the real held-out images (entgan.fidelity.kid_scores, 100 subsets), mean over the types; "
+               "vs the real held-out images (entgan.evaluation.two_sample.kid_scores, 100 subsets), mean over the types; "
                "domain-FID recorded beside it. Final C2ST: on the demo's 4-edge layout for every contender, "
                f"{steps} classifier steps per edge, trained on the edge's training images, tested on its held-out "
                "images, counts pooled (Wilson 95 %)",

@@ -4,7 +4,7 @@ Both contenders turn the same generator (the demo's architecture, 32x32 RGB, fig
 champion when there is one) into `throughput_images` images in batches of 256, without
 gradients, on the same torch thread count:
 - bare: `generator(z)` per batch, nothing else (the ceiling);
-- generate: `entgan.generate.generate_images`, the loop `entgan generate` runs: sample, convert to
+- generate: `entgan.library.generate.generate_images`, the loop `entgan generate` runs: sample, convert to
   uint8, write one PNG per image in ImageFolder layout.
 They alternate `throughput_repeats` times; the median images/second of each is reported, and
 their ratio (target >= 0.8, judged on tmpfs; the disk figure is reported beside it). One torch thread; `generate` adds one writer thread. Written
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Settings
-from entgan.aggregate import StateDict
-from entgan.generate import generate_images
-from entgan.models import Generator
+from entgan.gan.aggregate import StateDict
+from entgan.gan.models import Generator
+from entgan.library.generate import generate_images
 
 THROUGHPUT_TARGET = 0.8
 BATCH = 256

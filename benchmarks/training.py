@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import torch
 
 from benchmarks.common import Clock, Referee
-from entgan.fidelity import KID
-from entgan import strategies
-from entgan.aggregate import StateDict
-from entgan.config import EvalSpec, TrainSpec
-from entgan.train import train_local
+from entgan.evaluation.two_sample import KID
+from entgan.gan import strategies
+from entgan.gan.aggregate import StateDict
+from entgan.gan.train import train_local
+from entgan.job.spec import EvalSpec, TrainSpec
 
 
 @dataclass

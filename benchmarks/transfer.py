@@ -28,13 +28,13 @@ import torch
 from benchmarks.common import KNOWN_TYPES, NEW_TYPE, Referee, Settings, demo_edges
 from benchmarks.speedup import kid_target
 from benchmarks.training import run_federated
-from entgan import strategies
-from entgan.aggregate import StateDict
-from entgan.evaluate import feature_stats
+from entgan.evaluation.features import feature_stats
+from entgan.gan import strategies
+from entgan.gan.aggregate import StateDict
 from entgan.steps.plan import WARM_START_MAX_RELATIVE, nearest_task, relative_distance
 
 TRANSFER_TARGET = 0.5
-ARRIVAL = {"edge-2": {NEW_TYPE: 0.5}, "edge-4": {NEW_TYPE: 0.5}}  # entgan.data.DEMO_WAVES[2]
+ARRIVAL = {"edge-2": {NEW_TYPE: 0.5}, "edge-4": {NEW_TYPE: 0.5}}  # entgan.job.data.DEMO_WAVES[2]
 
 
 def nearest_known(referee: Referee, arrived: torch.Tensor) -> tuple[str, float]:

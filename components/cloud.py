@@ -24,7 +24,7 @@ def edge_gpus(job: str, edge: dict) -> str:
     """The GPUs the edge's job entry asks for, as the string its training task's accelerator
     limit reads at run time (one tiny task per edge and round, only in a job whose edges ask
     for different counts; see pipelines/entgan_pipeline.py)."""
-    from entgan.config import EDGE_LABEL, JobSpec
+    from entgan.job.spec import EDGE_LABEL, JobSpec
 
     return str(JobSpec.model_validate_json(job).edge(edge[EDGE_LABEL]).gpus)
 
@@ -84,7 +84,7 @@ def deploy(job: str, kfp_run_id: str, plan: Input[Artifact], global_state: Input
            metrics: Output[Metrics], run_report: Output[HTML]):
     """Register a version per type in the task library; move `champion` only past the gate.
     For the run page: per-type metrics and an HTML report (results, round by round, sample grids)."""
-    from entgan.report import deploy_metrics, write_run_report
+    from entgan.library.report import deploy_metrics, write_run_report
     from entgan.steps.deploy import DeployFiles, deploy
     from entgan.steps.wiring import cloud_task
 
@@ -109,9 +109,9 @@ def generate(job: str, types: List[str], num_images: int, images: Output[Dataset
     `types` means every type with a champion."""
     from pathlib import Path
 
-    from entgan.config import JobSpec
-    from entgan.generate import generate_from_library
-    from entgan.registry import library_for
+    from entgan.job.spec import JobSpec
+    from entgan.library.generate import generate_from_library
+    from entgan.library.registry import library_for
 
     spec = JobSpec.model_validate_json(job)
     written = generate_from_library(library_for(spec), spec.train, list(types) or None, int(num_images),

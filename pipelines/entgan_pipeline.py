@@ -38,9 +38,9 @@ from pathlib import Path
 from kfp import compiler, dsl, kubernetes
 
 from components import build
-from entgan.config import JobSpec
+from entgan.job.spec import JobSpec
+from entgan.job.storage import CONFIG_NAME, ENDPOINT_ENVS, KEY_ENV, SECRET_ENV, SECRET_NAME
 from entgan.steps.wiring import describe
-from entgan.storage import CONFIG_NAME, ENDPOINT_ENVS, KEY_ENV, SECRET_ENV, SECRET_NAME
 
 EDGE_TAINT_KEY = "node-role.kubernetes.io/edge"  # KubeEdge's taint on edge nodes
 GPU = "nvidia.com/gpu"
@@ -163,7 +163,7 @@ def build_pipeline(job: JobSpec, deadlines: Deadlines = Deadlines()):
         """EntGAN: federated GAN training per data type, federated evaluation, gated deploy.
 
         Args:
-            job_json: The whole job as JSON (an `entgan.config.JobSpec`; `entgan compile JOB` fills it
+            job_json: The whole job as JSON (an `entgan.job.spec.JobSpec`; `entgan compile JOB` fills it
                 in from the job file): edges and their data, data types, trigger, train/eval/deploy
                 settings, the MLflow task library. A run may change settings here (e.g. `train.lr`,
                 the trigger or `deploy.max_fid`); the edges and `train.rounds` shape the compiled
@@ -176,8 +176,8 @@ def build_pipeline(job: JobSpec, deadlines: Deadlines = Deadlines()):
 
 def compile_job(job: JobSpec, output: str | Path, deadlines: Deadlines = Deadlines()) -> Path:
     """Write the pipeline YAML of `job` (for upload to Kubeflow or a local run). Refuses (with
-    `entgan.kfp_client.KfpError`) a pipeline too big for the KFP backend (`check_package_size`)."""
-    from entgan.kfp_client import check_package_size
+    `pipelines.package_size.PipelineTooLarge`) a pipeline too big for the KFP backend (`check_package_size`)."""
+    from pipelines.package_size import check_package_size
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,20 +1,31 @@
-"""Shared fixtures: tiny jobs over a small slice of the bundled demo data."""
+"""Shared fixtures: tiny jobs over a small slice of the bundled demo data, and hang guards."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from entgan.config import parse_job
-from entgan.data import materialize_demo
+from entgan.job.data import materialize_demo
+from entgan.job.spec import parse_job
 
 TINY_TRAIN = {"rounds": 2, "local_steps": 3, "batch_size": 8, "image_size": 16, "width": 8, "latent_dim": 8,
               "ema_decay": None}  # 3 steps: an EMA at 0.99 would still be the untrained G
 TINY_EVAL = {"feature_steps": 3, "num_generated": 32, "feature_dim": 8, "c2st_steps": 3}
 # A tiny job trains for seconds: its generators are noise, which the absolute floors refuse
-# (tests/test_gate_floors.py checks that); the lifelong tests need them deployed.
+# (tests/evaluation/test_gate_floors.py checks that); the lifelong tests need them deployed.
 TINY_DEPLOY = {"min_cas_ratio": None, "max_kid_random": None}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def hang_guard(seconds: float) -> float:
+    """A wall-clock limit that only a hang reaches, never a slow or loaded machine.
+
+    `seconds` is chosen several times above what a loaded 2-core machine needs; per-core speed
+    differs about 5x between machines, so `ENTGAN_TEST_SLOWDOWN` (default 1) multiplies it on
+    a machine slower than that. No test asserts on time: a guard that fires means a hang."""
+    return seconds * float(os.environ.get("ENTGAN_TEST_SLOWDOWN", "1"))
 
 
 def tiny_job_dict(root: Path, edges: list[str], **overrides) -> dict:

@@ -12,14 +12,15 @@ from the generated `api/*_api.py` methods, and every message's fields from the m
 from __future__ import annotations
 
 import ast
-import functools
 import email.parser
 import email.policy
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
+
 
 class Rejected(Exception):
     def __init__(self, status: int, code: int, message: str) -> None:

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import hang_guard
+
 HOST = "127.0.0.1"
 ACCESS_KEY = "entgan-test-key"
 SECRET_KEY = "entgan-test-secret-0123456789"
@@ -139,7 +141,7 @@ def seaweedfs(data_dir: Path) -> Iterator[S3Server]:
             return False
 
     try:
-        _wait(answers, proc, log, "SeaweedFS", timeout=60)
+        _wait(answers, proc, log, "SeaweedFS", timeout=hang_guard(60))
         yield server
     finally:
         _stop(proc)
@@ -187,7 +189,7 @@ def mlflow_server(workdir: Path, s3: S3Server, artifacts: str) -> Iterator[Mlflo
     server = MlflowServer(f"http://{HOST}:{port}", port)
 
     try:
-        _wait(lambda: mlflow_healthy(server.url), proc, log, "mlflow server", timeout=120)
+        _wait(lambda: mlflow_healthy(server.url), proc, log, "mlflow server", timeout=hang_guard(120))
         yield server
     finally:
         _stop(proc)

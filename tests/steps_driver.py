@@ -4,8 +4,8 @@ steps through `run_edge_task`, a cloud step's error fails the run, the exit step
 Real MLflow (embedded SQLite).
 
 Not a double of KFP: it is how tests reach a step in the middle of a run (a crashed edge in
-round 2, a retried deploy) in seconds; the kfp.local runs in test_e2e_local.py and
-test_security.py show the same steps wired by the real compiler and runner.
+round 2, a retried deploy) in seconds; the kfp.local runs in system/test_e2e_local.py and
+system/test_security.py show the same steps wired by the real compiler and runner.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from entgan.config import JobSpec
+from entgan.job.spec import JobSpec
 from entgan.steps.local import LocalRun
 
 

@@ -9,7 +9,7 @@
 
 Every step function takes a `TaskContext` (the job, the KFP run, the task library, the edge
 and round) and one typed value naming its files (e.g. `EvaluateFiles`), whose fields are the
-KFP component's artifact names. (The lifecycle's stages, `entgan.lifecycle.Stage`, are train,
+KFP component's artifact names. (The lifecycle's stages, `entgan.job.lifecycle.Stage`, are train,
 eval and deploy; each step records its stage's states.) Every file that crosses a node is a path: weight bundles and
 feature statistics are safetensors, reports and plans are JSON. `wiring.py` lists the tasks
 once, for the KFP pipeline (pipelines/entgan_pipeline.py) and the in-process runner

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from entgan.bundle import BundleHeader, load_bundle, pack, save_bundle
-from entgan.config import JobSpec
+from entgan.gan.bundle import BundleHeader, load_bundle, pack, save_bundle
+from entgan.job.spec import JobSpec
 
 
 @dataclass

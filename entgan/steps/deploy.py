@@ -1,5 +1,5 @@
 """Deploy: register every trained type as a new version in the task library, and move its
-`champion` alias only past the gate (`entgan.metrics.gate_decision`)."""
+`champion` alias only past the gate (`entgan.evaluation.metrics.gate_decision`)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from entgan import metrics, strategies
-from entgan.bundle import Bundle, BundleHeader, load_bundle, pack, save_bundle
-from entgan.config import JobSpec
-from entgan.evaluate import save_sample_grid
-from entgan.lifecycle import Stage, State
-from entgan.report import model_description, run_note, version_description
+from entgan.evaluation import metrics
+from entgan.evaluation.features import save_sample_grid
+from entgan.gan import strategies
+from entgan.gan.bundle import Bundle, BundleHeader, load_bundle, pack, save_bundle
+from entgan.gan.strategies import FEATURES
+from entgan.job.lifecycle import Stage, State
+from entgan.job.spec import JobSpec
+from entgan.library.report import model_description, run_note, version_description
 from entgan.steps.common import TaskContext, load_state, log
 from entgan.steps.plan import Plan
 from entgan.steps.records import edges_left_out, job_run, record
-from entgan.strategies import FEATURES
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Federated evaluation: the cloud prepares the eval kit (what edges need to score real images),
 each edge computes its parts on its held-out images (no pixels leave), the cloud merges them
-and scores every metric of `entgan.metrics` for the trained and the starting generators."""
+and scores every metric of `entgan.evaluation.metrics` for the trained and the starting generators."""
 
 from __future__ import annotations
 
@@ -10,13 +10,20 @@ from pathlib import Path
 
 import torch
 
-from entgan import metrics as quality_metrics
-from entgan import strategies
-from entgan.bundle import BundleHeader, load_bundle, pack, save_bundle
-from entgan.data import load_edge
-from entgan.evaluate import FeatureStats, classification_accuracy, embed, feature_stats, fid_from_stats, merge_stats
-from entgan.lifecycle import Stage, State
-from entgan.scoring import EdgeScoring, Scoring, champion_set
+from entgan.evaluation import metrics as quality_metrics
+from entgan.evaluation.features import (
+    FeatureStats,
+    classification_accuracy,
+    embed,
+    feature_stats,
+    fid_from_stats,
+    merge_stats,
+)
+from entgan.evaluation.scoring import EdgeScoring, Scoring, champion_set
+from entgan.gan import strategies
+from entgan.gan.bundle import BundleHeader, load_bundle, pack, save_bundle
+from entgan.job.data import load_edge
+from entgan.job.lifecycle import Stage, State
 from entgan.steps.common import TaskContext, configure_threads, load_state, log, round_file
 from entgan.steps.plan import Plan
 from entgan.steps.records import EdgeQuorum, job_run, record
@@ -49,7 +56,7 @@ class EvaluateFiles:
 
 
 def prepare_eval(ctx: TaskContext, files: PrepareFiles) -> None:
-    """The eval stage starts: build the eval kit from the generator sets (see `entgan.scoring`)."""
+    """The eval stage starts: build the eval kit from the generator sets (see `entgan.evaluation.scoring`)."""
     job = ctx.job
     if ctx.library is not None:
         record(ctx.library, job_run(ctx.library, ctx.kfp_run_id), Stage.EVAL, State.READY, State.STARTING,
@@ -179,7 +186,7 @@ def _log_fid_per_round(job, library, run_id: str, net, per_type: dict[str, list[
     """Log `<type>.fid` with step=round so that MLflow draws a curve: step 0 is the starting
     generator, step r the global generator after round r (as `aggregate` stored it), each
     scored like the final one, on the merged held-out statistics under the final feature network."""
-    from entgan.registry import RegistryError
+    from entgan.library.registry import RegistryError
 
     library.log_metrics(run_id, {f"{t}.fid": r["baseline_fid"] for t, r in report.items()}, step=0)
     for round_ in range(1, job.train.rounds + 1):

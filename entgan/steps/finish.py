@@ -1,6 +1,6 @@
 """The exit handler: runs last, whether the pipeline succeeded or not.
 
-The outcome comes from the stage states the tasks recorded (`entgan.outcome.decide`); the
+The outcome comes from the stage states the tasks recorded (`entgan.library.outcome.decide`); the
 status the runner hands the exit handler only explains a failure (its words differ between
 kfp.local and the KFP backend, and the backend can report RUNNING for a finished run)."""
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 
-from entgan.lifecycle import State, StateChange
-from entgan.outcome import decide
-from entgan.redact import redact
+from entgan.job.lifecycle import State, StateChange
+from entgan.job.redact import redact
+from entgan.library.outcome import decide
 from entgan.steps.common import TaskContext, log
 from entgan.steps.records import lost_edges, record
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from entgan import strategies
-from entgan.bundle import Bundle, BundleHeader, load_bundle, pack, save_bundle
-from entgan.data import EdgeReport, inspect_edge as count_images, load_edge
-from entgan.evaluate import feature_stats, uncertain_count
-from entgan.lifecycle import Stage, State, driver_tags
+from entgan.evaluation.features import feature_stats, uncertain_count
+from entgan.gan import strategies
+from entgan.gan.bundle import Bundle, BundleHeader, load_bundle, pack, save_bundle
+from entgan.gan.strategies import FEATURES
+from entgan.job.data import EdgeReport, load_edge
+from entgan.job.data import inspect_edge as count_images
+from entgan.job.lifecycle import Stage, State, driver_tags
 from entgan.steps.common import TaskContext, configure_threads, log
 from entgan.steps.records import record
-from entgan.strategies import FEATURES
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from entgan.config import JobSpec
+from entgan.job.spec import JobSpec
 from entgan.steps.common import TaskContext
 from entgan.steps.finish import finish
 from entgan.steps.records import run_edge_task
@@ -72,7 +72,7 @@ class LocalRun:
 
     def _library(self):
         if self.library is None:  # opened by the first cloud step, as each component opens it
-            from entgan.registry import library_for
+            from entgan.library.registry import library_for
 
             self.library = library_for(self.job)
         return self.library

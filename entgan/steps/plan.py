@@ -13,16 +13,16 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from entgan import strategies
-from entgan.bundle import Bundle, load_bundle
-from entgan.config import JobSpec
-from entgan.data import DataError, EdgeReport
-from entgan.evaluate import FeatureStats, frechet_distance, merge_stats
-from entgan.lifecycle import Stage, State, evaluate_trigger, parse_clock
-from entgan.outcome import TRIGGER_NOT_MET
+from entgan.evaluation.features import FeatureStats, frechet_distance, merge_stats
+from entgan.gan import strategies
+from entgan.gan.bundle import Bundle, load_bundle
+from entgan.gan.strategies import FEATURES
+from entgan.job.data import DataError, EdgeReport
+from entgan.job.lifecycle import Stage, State, evaluate_trigger, parse_clock
+from entgan.job.spec import JobSpec
+from entgan.library.outcome import TRIGGER_NOT_MET
 from entgan.steps.common import TaskContext, log, save_state
 from entgan.steps.records import EdgeQuorum, job_run, record
-from entgan.strategies import FEATURES
 
 
 @dataclass

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from entgan.bundle import Bundle, BundleError, BundleHeader, load_bundle, read_header, save_bundle
-from entgan.config import JobSpec
-from entgan.lifecycle import Stage, State, StateChange, current_states, edge_failures
-from entgan.redact import redact
+from entgan.gan.bundle import Bundle, BundleError, BundleHeader, load_bundle, read_header, save_bundle
+from entgan.job.lifecycle import Stage, State, StateChange, current_states, edge_failures
+from entgan.job.redact import redact
+from entgan.job.spec import JobSpec
 from entgan.steps.common import log
 
 EDGE_FAILURE = "edge-failure"  # the bundle kind an edge task writes in place of its output when it fails
@@ -59,7 +59,7 @@ def record_failure(job: JobSpec, library, kfp_run_id: str | None, stage: Stage, 
     open the job's task library (edge tasks do not hold one)."""
     try:
         if library is None:
-            from entgan.registry import library_for
+            from entgan.library.registry import library_for
 
             library = library_for(job)
         change = StateChange(stage, State.FAILED, _now(), detail, edge, redact(error)[:2000])
@@ -104,7 +104,7 @@ class EdgeProgress:
             return
         try:
             if self.library is None:
-                from entgan.registry import library_for
+                from entgan.library.registry import library_for
 
                 self.library = library_for(self.job)
             self._run_id = self._run_id or job_run(self.library, self.kfp_run_id)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from entgan import strategies
-from entgan.aggregate import AggregationError, check_update
-from entgan.bundle import BundleHeader, pack, save_bundle
-from entgan.data import load_edge
-from entgan.lifecycle import Stage, State
+from entgan.gan import strategies
+from entgan.gan.aggregate import AggregationError, check_update
+from entgan.gan.bundle import BundleHeader, pack, save_bundle
+from entgan.gan.strategies import EdgeUpdate
+from entgan.job.data import load_edge
+from entgan.job.lifecycle import Stage, State
 from entgan.steps.common import TaskContext, configure_threads, load_state, log, round_file, save_state
 from entgan.steps.plan import Plan
 from entgan.steps.records import EdgeQuorum, job_run, record, split_failures
-from entgan.strategies import EdgeUpdate
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ also the KFP components' parameter names.
 
 from __future__ import annotations
 
-from entgan.config import EDGE_LABEL, JobSpec
-from entgan.lifecycle import Stage
+from entgan.job.lifecycle import Stage
+from entgan.job.spec import EDGE_LABEL, JobSpec
 from entgan.steps import deploy, evaluate, job, plan, train
 from entgan.steps.common import TaskContext
 from entgan.steps.records import recorded_failure, run_edge_task
@@ -79,7 +79,7 @@ def _train_eval_deploy(b, rounds: int, created, planned) -> None:
 
 def cloud_context(job_json: str, kfp_run_id: str) -> TaskContext:
     """A cloud task's context: the job from its JSON, the job's task library."""
-    from entgan.registry import library_for
+    from entgan.library.registry import library_for
 
     spec = JobSpec.model_validate_json(job_json)
     return TaskContext(spec, kfp_run_id, library_for(spec))

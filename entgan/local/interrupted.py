@@ -1,0 +1,93 @@
+"""A local run stopped from outside (Ctrl-C, SIGTERM) leaves a record that says so.
+
+`entgan run` sets ENTGAN_DRIVER ("<host>:<pid>") for its tasks, which tag the MLflow run with it.
+When the run is interrupted, `close_interrupted_run` records the stage in progress as Failed
+("interrupted"), reports a half-finished deploy per type, and ends the MLflow run as KILLED.
+`mark_stale` shows a run that is still RUNNING but whose `entgan run` process is gone (killed
+with -9, a crashed machine) as STALE in `entgan status`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+
+from entgan.job.lifecycle import DRIVER_ENV, DRIVER_TAG, Stage, driver_gone, interrupted_changes
+
+
+@contextlib.contextmanager
+def driver_env():
+    """ENTGAN_DRIVER set to this process while a local run is in progress."""
+    previous = os.environ.get(DRIVER_ENV)
+    os.environ[DRIVER_ENV] = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        yield os.environ[DRIVER_ENV]
+    finally:
+        if previous is None:
+            os.environ.pop(DRIVER_ENV, None)
+        else:
+            os.environ[DRIVER_ENV] = previous
+
+
+def _our_run(library, started: float):
+    """This process's run: tagged with our driver id, else the newest one started since `started`."""
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    for run in library.recent_runs(5):
+        if run.data.tags.get(DRIVER_TAG) == me or (
+                DRIVER_TAG not in run.data.tags and run.info.start_time / 1000 >= started - 1):
+            return run
+    return None
+
+
+def deploy_by_type(library, run_id: str) -> str:
+    """Per type, how far deploy got for this run: promoted, registered only, or nothing."""
+    parts = []
+    for data_type in library.known_types():
+        mine = [v for v in library.versions(data_type) if v.run_id == run_id]
+        champion = library.champion(data_type)
+        if not mine:
+            parts.append(f"{data_type}: not registered")
+        elif champion and champion.run_id == run_id:
+            parts.append(f"{data_type}: v{champion.version} promoted")
+        else:
+            parts.append(f"{data_type}: v{mine[-1].version} registered, not promoted")
+    return "; ".join(parts)
+
+
+def close_interrupted_run(job, started: float) -> str:
+    """Record the interruption of the job's run started by this process; return what to say."""
+    from entgan.library.registry import RegistryError, library_for
+
+    try:
+        library = library_for(job)
+        run = _our_run(library, started)
+        if run is None:
+            return "interrupted before the pipeline opened a run; nothing was recorded. Run it again to start over"
+        run_id = run.info.run_id
+        history = library.states(run_id)
+        changes = interrupted_changes(history, time.time())
+        if changes and changes[0].stage is Stage.DEPLOY:  # say per type how far deploy got
+            per_type = deploy_by_type(library, run_id) or "no type registered"
+            changes = interrupted_changes(history, time.time(), f"interrupted during deploy: {per_type}")
+        for change in changes:
+            library.record_state(run_id, change)
+        if run.info.status == "RUNNING":
+            library.end_run(run_id, "KILLED")
+    except RegistryError as err:
+        return f"interrupted; the run could not be marked in MLflow ({err})"
+    where = f"; {changes[0].stage.value} recorded Failed ({changes[0].detail})" if changes else ""
+    return f"interrupted: MLflow run {run_id} ended KILLED{where}. Run the job again to start over"
+
+
+def mark_stale(status: dict, library) -> dict:
+    """`entgan status`'s dict with RUNNING runs whose local `entgan run` process is gone as STALE."""
+    for run in status["runs"]:
+        if run["status"] != "RUNNING":
+            continue
+        tag = library.client.get_run(run["mlflow_run_id"]).data.tags.get(DRIVER_TAG)
+        if driver_gone(tag):
+            run["status"] = "STALE"
+            run["stale"] = f"its entgan run process ({tag}) is gone; the run will not finish"
+    return status

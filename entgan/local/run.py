@@ -1,0 +1,162 @@
+"""`entgan run` on this machine: compile the job's pipeline and run that YAML with kfp.local.
+
+Before anything starts: the state folder is writable and the task library's server answers
+(`entgan.library.server_check`). While it runs: SIGTERM acts as Ctrl-C, and either one records the
+run as interrupted (`entgan.local.interrupted`) instead of leaving it RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from entgan.job.spec import JobSpec
+from entgan.job.user_input import CliError, check_output_path
+from entgan.library.server_check import bound_client_retries, check_tracking_server
+from entgan.local.kfp_output import QuietStdout, thread_safe_kfp_logging
+
+
+def compile_pipeline(job: JobSpec, output: str | Path | None = None) -> Path:
+    """Compile the job's pipeline to KFP YAML at `output` (default: <job name>.pipeline.yaml)."""
+    from pipelines.entgan_pipeline import compile_job
+
+    output = Path(output or f"{job.name}.pipeline.yaml").expanduser()
+    check_output_path(output, "-o", is_folder=False)
+    try:
+        path = compile_job(job, output)
+    except OSError as err:  # a read-only file system, a full disk: what os.access could not tell
+        raise CliError(f"-o {output}: cannot write the pipeline there ({err.strerror or err}); "
+                       "choose a path you can write") from None
+    print(f"pipeline of job {job.name!r} written to {path}")
+    return path
+
+
+def _state_dir(job: JobSpec) -> Path:
+    """The job's state_dir, created; a CliError naming state_dir if it cannot be."""
+    state_dir = Path(job.state_dir)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        probe = state_dir / ".entgan-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise CliError(f"state_dir {state_dir} cannot be used ({err.strerror or err}); set state_dir in the job "
+                       "file to a folder you can write") from None
+    return state_dir
+
+
+def preflight(job: JobSpec) -> None:
+    """Before anything waits on the task library: its server answers (bounded, announced)."""
+    bound_client_retries()
+    check_tracking_server(job.tracking_uri)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a `kill`, a CI runner stopping) ends a run the way Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fresh_processes: bool = False) -> dict:
+    """Compile the job's pipeline and run that YAML with kfp.local (one process per task).
+
+    Relative paths in the job are taken from `base` (default: the current folder). Returns the
+    deploy step's summary; sample grids are copied to `<state_dir>/samples/<type>.png`.
+    Tasks start as forks of a pre-warmed server (`entgan.local.forkserver`, which imports torch, MLflow
+    and kfp once instead of once per task) unless `fresh_processes` or ENTGAN_FORK_SERVER=0.
+    On Ctrl-C or SIGTERM the stage in progress is recorded Failed ("interrupted") and the MLflow
+    run ends KILLED (`entgan.local.interrupted`).
+    """
+    from entgan.local import forkserver
+    from entgan.local.interrupted import close_interrupted_run, driver_env
+
+    job = job.with_local_paths(base or Path.cwd())
+    preflight(job)  # before anything is written
+    state_dir = _state_dir(job)
+    # Two edge tasks run at once locally; give each one core's worth of threads.
+    os.environ.setdefault("ENTGAN_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
+    started = time.time()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(driver_env())  # tags the run with this process, for `status`
+        stack.enter_context(_sigterm_as_interrupt())
+        if forkserver.enabled() and not fresh_processes:  # it starts importing now, while we compile
+            stack.enter_context(forkserver.serving())
+        try:
+            return _run_compiled(job, state_dir, verbose)
+        except KeyboardInterrupt:
+            stack.close()  # the tasks have stopped: nothing writes the record after this
+            raise CliError(close_interrupted_run(job, started)) from None
+
+
+def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
+    import kfp.local
+    import yaml
+    from kfp import components
+
+    from entgan.library.report import write_figures
+    from entgan.local.progress import ProgressOutput, RunProgress, count_tasks
+    from entgan.steps.deploy import copy_samples
+
+    pipeline_file = compile_pipeline(job, state_dir / f"{job.name}.pipeline.yaml")
+    pipeline = components.load_component_from_file(str(pipeline_file))
+    warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    kfp.local.init(
+        runner=kfp.local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(state_dir / "kfp"),
+        raise_on_error=True,
+    )
+    started = time.perf_counter()
+    progress = ProgressOutput(sys.stdout, RunProgress(
+        count_tasks(next(yaml.safe_load_all(pipeline_file.read_text())), len(job.edges)),
+        job.train.rounds, len(job.edges)))
+    quiet = QuietStdout(sys.stdout, progress)
+    try:
+        with contextlib.redirect_stdout(sys.stdout if verbose else quiet), thread_safe_kfp_logging():
+            pipeline()
+    except KeyboardInterrupt:
+        progress.close()
+        raise
+    except Exception as err:
+        raise quiet.failure(err) from err
+    finally:
+        progress.close()
+    summary = latest_summary(job)
+    summary["seconds"] = time.perf_counter() - started
+    grids = copy_samples(summary, state_dir / "samples")
+    for t, path in grids.items():
+        summary["types"][t]["grid"] = str(path)
+    if any(i.get("champion") for i in summary["types"].values()):  # the README's pictures (of the champions)
+        summary["figures"] = {k: str(v) for k, v in write_figures(job, state_dir / "figures").items()}
+    return summary
+
+
+def latest_summary(job: JobSpec) -> dict:
+    """The summary of the job's newest run from the task library; a run that waited (trigger
+    not met) has no types and says why."""
+    from entgan.library.registry import library_for
+
+    library = library_for(job)
+    runs = library.recent_runs(1)
+    if not runs:
+        raise CliError(f"job {job.name!r} has no run in {job.tracking_uri}")
+    run_id = runs[0].info.run_id
+    summary = library.read_json(run_id, "summary.json") or {"job": job.name, "types": {}, "mlflow_run_id": run_id}
+    summary["states"] = [c.to_json() for c in library.states(run_id)]
+    waiting = [c for c in library.states(run_id) if c.stage.value == "train" and c.detail.startswith("trigger")]
+    if waiting and not summary["types"]:
+        summary["waiting"] = waiting[-1].detail
+    return summary

@@ -1,0 +1,1 @@
+"""Tests of the `entgan` command line (`entgan/cli/`) and the Makefile."""

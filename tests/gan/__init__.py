@@ -1,0 +1,1 @@
+"""Tests of the GAN layer (`entgan/gan/`)."""

@@ -1,0 +1,1 @@
+"""Tests of the pipeline's steps (`entgan/steps/`)."""

@@ -1,0 +1,1 @@
+"""Tests of the whole system: end-to-end runs, load, security, reliability."""
