@@ -1,6 +1,6 @@
-"""The `entgan` command line (the top layer): `main.py` holds one plain function per verb,
+"""The `entgan` command line (the top layer): `verbs.py` holds one plain function per verb,
 `options.py` each verb's typed options and parser."""
 
-from entgan.cli.main import main
+from entgan.cli.verbs import main
 
 __all__ = ["main"]

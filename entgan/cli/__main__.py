@@ -1,6 +1,6 @@
 """`python -m entgan.cli ...`: the same as the `entgan` command."""
 
-from entgan.cli.main import main
+from entgan.cli.verbs import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from entgan.cli.main import main
+from entgan.cli.verbs import main
 
 GOOD_EDGE = "edges/edge-1"
 
@@ -311,7 +311,7 @@ def test_every_option_of_a_verb_comes_from_its_options_object():
     """One declaration: each verb's parser holds exactly its options object's fields."""
     import dataclasses
 
-    from entgan.cli.main import VERBS, _parser
+    from entgan.cli.verbs import VERBS, _parser
 
     parser = _parser()
     for verb in VERBS:

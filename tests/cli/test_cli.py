@@ -1,6 +1,6 @@
 import pytest
 
-from entgan.cli.main import main
+from entgan.cli.verbs import main
 from tests.conftest import write_job
 
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 import yaml
 
-from entgan import cli
+from entgan.cli import verbs as cli
 from entgan.cluster import kfp_api as kfp_client
 from entgan.cluster.kfp_api import KfpApi, KfpError, KfpTarget, Schedule
 from entgan.job.spec import parse_job

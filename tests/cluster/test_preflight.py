@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from entgan import cli
+from entgan.cli import verbs as cli
 from entgan.cluster import preflight
 from entgan.cluster.kfp_api import KfpApi, KfpTarget
 from entgan.job.spec import parse_job

@@ -7,7 +7,7 @@ is noise gets no `champion` alias, which `entgan run`'s summary says plainly.
 import pytest
 import torch
 
-from entgan.cli.main import format_summary, generate
+from entgan.cli.verbs import format_summary, generate
 from entgan.evaluation import metrics, scoring
 from entgan.evaluation.defects import gaussian_blur
 from entgan.job.data import load_edge, materialize_demo

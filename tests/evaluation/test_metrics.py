@@ -4,7 +4,7 @@ rendering of the per-type summary."""
 
 from dataclasses import fields
 
-from entgan.cli.main import format_summary
+from entgan.cli.verbs import format_summary
 from entgan.evaluation import metrics
 from entgan.job.spec import DeploySpec, parse_job
 from entgan.library.report import deploy_metrics, run_note, run_report_html, version_description

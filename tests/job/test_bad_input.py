@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from entgan.cli.main import main
+from entgan.cli.verbs import main
 from entgan.job.data import DataError, load_images
 from entgan.job.spec import NAME_PATTERN, JobError, JobSpec, parse_job
 from entgan.library.registry import RegistryError, TaskLibrary, library_for

@@ -92,7 +92,7 @@ def test_server_answers_only_its_allowed_host_names(servers):
 
 @pytest.mark.e2e
 def test_pipeline_with_s3_edge_data_and_mlflow_server(servers, demo_edges, tmp_path, monkeypatch):
-    from entgan.cli.main import run_local
+    from entgan.cli.verbs import run_local
 
     # Prepare: edge folders uploaded to the data bucket; the pipeline's tasks read them with the
     # S3 key (as pipeline pods get it from the entgan-s3 Secret); MLflow needs no key at all.

@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from entgan.cli.main import generate
+from entgan.cli.verbs import generate
 from entgan.gan.bundle import BundleHeader, pack, save_bundle
 from entgan.gan.models import Discriminator, Generator
 from entgan.job.spec import parse_job

@@ -99,7 +99,7 @@ def test_an_interrupted_deploy_is_reported_per_type(job):
 
 
 def test_status_shows_a_run_whose_process_is_gone_as_stale(job):
-    from entgan.cli.main import show_status
+    from entgan.cli.verbs import show_status
 
     # Prepare: one run of a process that has ended, one of this (live) process
     ended = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from entgan.cli.main import _parser, main
+from entgan.cli.verbs import _parser, main
 from entgan.job.spec import parse_job
 from entgan.local.progress import ProgressOutput, RunProgress, count_tasks
 from pipelines.entgan_pipeline import compile_job
@@ -155,7 +155,7 @@ def test_no_task_log_line_is_lost_when_parallel_tasks_log_at_once():
 
     from kfp.local import logging_utils
 
-    from entgan.cli.main import _thread_safe_kfp_logging
+    from entgan.cli.verbs import _thread_safe_kfp_logging
 
     threads, tasks = 4, 150
     out = io.StringIO()
@@ -183,7 +183,7 @@ def test_parallel_tasks_leave_no_print_wrapper_behind():
 
     from kfp.local import logging_utils
 
-    from entgan.cli.main import _thread_safe_kfp_logging
+    from entgan.cli.verbs import _thread_safe_kfp_logging
 
     threads, tasks = 4, 150
     out = io.StringIO()

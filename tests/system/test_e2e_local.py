@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from entgan.cli.main import format_summary, generate, run_local, show_status
+from entgan.cli.verbs import format_summary, generate, run_local, show_status
 from entgan.job.data import materialize_demo
 from entgan.job.spec import parse_job
 from entgan.library.registry import CHAMPION, library_for

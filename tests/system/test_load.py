@@ -15,7 +15,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from entgan.cli.main import run_local
+from entgan.cli.verbs import run_local
 from entgan.job.spec import parse_job
 from entgan.library.registry import CHAMPION
 from tests.conftest import TINY_DEPLOY

@@ -12,7 +12,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from entgan.cli.main import format_summary
+from entgan.cli.verbs import format_summary
 from entgan.gan.aggregate import AggregationError
 from entgan.gan.bundle import BundleHeader, load_bundle, pack, save_bundle
 from entgan.job.lifecycle import Stage, State, current_states, edge_failures

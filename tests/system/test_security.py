@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 from safetensors.torch import save_file
 
-from entgan.cli.main import run_local
+from entgan.cli.verbs import run_local
 from entgan.gan.bundle import BundleError, BundleHeader, load_bundle, pack, save_bundle
 from entgan.job.lifecycle import Stage, edge_failures
 from entgan.job.redact import SECRET_ENVS, redact
@@ -204,7 +204,7 @@ def test_a_job_with_a_password_in_a_uri_is_refused_without_echoing_it(tmp_path, 
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     # Execute
-    from entgan.cli.main import main
+    from entgan.cli.verbs import main
 
     code = main(["compile", str(path), "-o", str(tmp_path / "p.yaml")])
     # Assert: refused, nothing compiled, the password not repeated
