@@ -65,7 +65,18 @@ VARIANTS: dict[str, dict] = {
     "width32_batch16": {"width": 32, "batch_size": 16, "ema_decay": 0.99},
     "width32_batch16_ema995": {"width": 32, "batch_size": 16, "ema_decay": 0.995},
     "width32_batch16_225_steps": {"width": 32, "batch_size": 16, "ema_decay": 0.99, "local_steps": 225},
+    # phase 4 (docs/performance.md), against DEMO_A578639: a lean D, FastGAN's SLE + self-supervised D
+    "demo_a578639": {},
+    "d_width16": {"d_width": 16},
+    "light": {"architecture": "light"},
+    "light_d_width16": {"architecture": "light", "d_width": 16},
+    "d_width16_150_steps": {"d_width": 16, "local_steps": 150},
+    "light_d_width16_150_steps": {"architecture": "light", "d_width": 16, "local_steps": 150},
+    "light_d_width16_diffaug": {"architecture": "light", "d_width": 16, "augment": "translation,cutout"},
 }
+# The demo's recipe at a578639 (width 32, batch 16, 225 local steps, EMA 0.99): phase 4's base.
+DEMO_A578639 = {**BASELINE, "width": 32, "batch_size": 16, "local_steps": 225, "ema_decay": 0.99}
+BASES = {"baseline": BASELINE, "demo_a578639": DEMO_A578639}
 
 
 @dataclass
@@ -220,13 +231,14 @@ def main() -> None:
     parser.add_argument("--types", nargs="+", default=["box", "clutter", "robot", "table"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--base", choices=list(BASES), default="baseline", help="the recipe the variants change")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
     result = ablation(args.workdir, "quick" if args.quick else "full", args.types, args.variants,
-                      rounds=args.rounds, samples=args.out.with_suffix(""))
+                      base=BASES[args.base], rounds=args.rounds, samples=args.out.with_suffix(""))
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 

@@ -157,8 +157,11 @@ def machine_info() -> dict:
     import mlflow
     import numpy
 
+    from entgan.job.machine import machine
+
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
+        **machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_at_start": load,

@@ -49,7 +49,23 @@ def weights_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class Generator(nn.Module):
+class Samples:
+    """`sample(n)`: what every generator architecture offers the evaluation and deploy side."""
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images from fresh noise, without gradients, in eval mode (running BN statistics).
+        The noise is drawn on the CPU; the images come back on the CPU whatever G's device."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        with torch.no_grad():
+            z = torch.randn(n, self.latent_dim, generator=generator)
+            images = self(z.to(device)).float().cpu()
+        self.train(was_training)
+        return images
+
+
+class Generator(Samples, nn.Module):
     """z (N, latent_dim) -> image (N, 3, S, S) in [-1, 1].
 
     One transposed-conv block per doubling from 4x4 to S/2, then the RGB layer; channel counts
@@ -84,18 +100,6 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.main(z.view(z.shape[0], self.latent_dim, 1, 1))
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images from fresh noise, without gradients, in eval mode (running BN statistics).
-        The noise is drawn on the CPU; the images come back on the CPU whatever G's device."""
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        with torch.no_grad():
-            z = torch.randn(n, self.latent_dim, generator=generator)
-            images = self(z.to(device)).float().cpu()
-        self.train(was_training)
-        return images
 
 
 class Discriminator(nn.Module):

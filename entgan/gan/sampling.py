@@ -13,10 +13,11 @@ import torch
 
 from entgan.gan.bundle import Bundle
 from entgan.gan.models import Generator
+from entgan.gan.strategies import new_generator
 from entgan.job.data import to_uint8
 from entgan.job.spec import TrainSpec
 
-ARCHITECTURE = ("latent_dim", "width", "image_size")  # the TrainSpec fields that shape a Generator
+ARCHITECTURE = ("latent_dim", "width", "image_size", "architecture")  # the TrainSpec fields that shape a G
 # zlib level of the PNGs. A file system stores a small file in whole blocks (4 KiB on ext4, xfs,
 # tmpfs), so when an image's raw bytes fit in one block, compressing saves no disk space: it is
 # stored as is (level 0: ~9x less CPU than level 1; a 32x32 RGB PNG is 3.2 KB instead of ~1.8 KB,
@@ -83,7 +84,7 @@ def generator_from_bundle(bundle: Bundle, data_type: str, train: TrainSpec, wher
     saved = bundle.header.extra.get("train")
     if isinstance(saved, dict):  # only the shape fields: other TrainSpec fields may have changed since
         train = TrainSpec.model_validate({**train.model_dump(), **{k: saved[k] for k in ARCHITECTURE if k in saved}})
-    generator = Generator(train.latent_dim, train.width, train.image_size)
+    generator = new_generator(train)
     try:
         generator.load_state_dict(groups[group])
     except RuntimeError as err:

