@@ -18,6 +18,7 @@ from benchmarks import (
     ablation,
     cost,
     downstream,
+    efficiency,
     fidelity,
     orchestration,
     plots,
@@ -37,7 +38,8 @@ from benchmarks.common import (
     train_referee,
 )
 
-FIGURES = ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream", "ablation")
+FIGURES = ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream", "ablation",
+           "efficiency")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -106,6 +108,9 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
             save()
     if "ablation" in only:
         results["figures"]["ablation"] = timed("ablation", ablation.run, settings, workdir)
+        save()
+    if "efficiency" in only:
+        results["figures"]["efficiency"] = timed("efficiency", efficiency.run, settings, workdir)
         save()
     results["summary"] = plots.summary_rows(results)
     save()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks import efficiency
+
 
 def _fmt(value, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
@@ -76,6 +78,8 @@ def summary_rows(results: dict) -> list[dict]:
                      "target": "gain above the seed spread", "met": d["target"]["met"]})
     if "ablation" in f:
         rows.append(_ablation_row(f["ablation"]))
+    if "efficiency" in f:
+        rows.append(efficiency.summary_row(f["efficiency"]))
     return rows
 
 
@@ -276,6 +280,8 @@ def draw_all(results: dict, out: Path) -> list[Path]:
         save(fig, "downstream.png")
     if "ablation" in f:
         save(_ablation_plot(plt, f["ablation"]), "ablation.png")
+    if "efficiency" in f:
+        save(efficiency.plot(plt, f["efficiency"]), "efficiency.png")
     return written
 
 

@@ -39,6 +39,7 @@ from entgan.cli.options import (
 )
 from entgan.cluster.kfp_api import KfpError
 from entgan.job.data import DEMO_SPLIT, DataError, materialize_demo, materialize_wave
+from entgan.job.machine import machine_line
 from entgan.job.redact import redact
 from entgan.job.spec import JobError, JobSpec, load_job
 from entgan.job.storage import StorageError
@@ -140,6 +141,10 @@ def format_summary(summary: dict) -> str:
     ]
     if "seconds" in summary:
         lines.append(f"pipeline wall time: {summary['seconds']:.0f} s")
+    if summary.get("train_cpu", {}).get("steps"):
+        cpu = summary["train_cpu"]
+        lines.append(f"train CPU: {cpu['cpu_s']:.0f} s for {cpu['steps']} D+G steps = "
+                     f"{1000 * cpu['cpu_s'] / cpu['steps']:.1f} ms per step on {machine_line()}")
     if summary.get("left_out"):
         lines.append("edges left out: " + ", ".join(f"{e} ({why})" for e, why in summary["left_out"].items()))
     return "\n".join(lines)

@@ -20,6 +20,7 @@ Policy (who trains what, how many must answer) is separate from arithmetic (`ent
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -211,6 +212,7 @@ def edge_round(
         generator = _load_generator_state(global_state[f"{data_type}/G"], train)
         anchor = global_state[f"{data_type}/D"]
         discriminator = _load_discriminator(anchor, train)
+        cpu_started = time.process_time()
         result = train_local(
             generator,
             discriminator,
@@ -231,7 +233,9 @@ def edge_round(
             nets[EMA] = result.generator_ema
         update.groups.update({f"{data_type}/{net}": state for net, state in nets.items()})
         update.num_examples[data_type] = result.num_examples
-        update.losses[data_type] = {"d_loss": result.d_loss, "g_loss": result.g_loss}
+        # what the training cost: CPU seconds of this process (all its threads) and D+G steps
+        update.losses[data_type] = {"d_loss": result.d_loss, "g_loss": result.g_loss,
+                                    "train_cpu_s": time.process_time() - cpu_started, "steps": train.local_steps}
 
     if data:  # the domain feature network learns from the same local images
         types = sorted(data)

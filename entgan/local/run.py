@@ -156,6 +156,10 @@ def latest_summary(job: JobSpec) -> dict:
     run_id = runs[0].info.run_id
     summary = library.read_json(run_id, "summary.json") or {"job": job.name, "types": {}, "mlflow_run_id": run_id}
     summary["states"] = [c.to_json() for c in library.states(run_id)]
+    history = library.metric_history(run_id, ("train_cpu_s", "train_steps"))
+    if history.get("train_steps"):
+        summary["train_cpu"] = {"cpu_s": sum(v for _, v in history.get("train_cpu_s", [])),
+                                "steps": int(sum(v for _, v in history["train_steps"]))}
     waiting = [c for c in library.states(run_id) if c.stage.value == "train" and c.detail.startswith("trigger")]
     if waiting and not summary["types"]:
         summary["waiting"] = waiting[-1].detail

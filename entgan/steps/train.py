@@ -90,6 +90,7 @@ def aggregate(ctx: TaskContext, files: AggregateFiles) -> dict[str, float]:
             f"{strategies.describe_device(job.train, strict=False)}")
     cloud = strategies.CloudRound(state, job.train, round_=round_)
     failed, refused, arrived, cloud_seconds = {}, {}, 0, 0.0
+    updates_losses: list[dict] = []
     for path in files.updates:  # one bundle at a time: with FedAvg each is folded in, then dropped
         bundles, its_failure, its_refusal = split_failures([path])  # verifies checksum, dtypes, finite values
         failed.update(its_failure)
@@ -104,6 +105,7 @@ def aggregate(ctx: TaskContext, files: AggregateFiles) -> dict[str, float]:
                 arrived += 1
                 started = time.perf_counter()
                 cloud.add(EdgeUpdate(h.edge or "?", bundle.groups(), h.num_examples, h.extra.get("losses", {})))
+                updates_losses.append(h.extra.get("losses", {}))
                 cloud_seconds += time.perf_counter() - started
         del bundles
     quorum = EdgeQuorum.of(job)
@@ -116,6 +118,9 @@ def aggregate(ctx: TaskContext, files: AggregateFiles) -> dict[str, float]:
     started = time.perf_counter()
     new_state, metrics = cloud.finish()
     metrics["cloud_seconds"] = cloud_seconds + time.perf_counter() - started
+    # the edges' training CPU this round (entgan run's last line divides it by the steps)
+    metrics["train_cpu_s"] = sum(v.get("train_cpu_s", 0.0) for u in updates_losses for v in u.values())
+    metrics["train_steps"] = float(sum(v.get("steps", 0) for u in updates_losses for v in u.values()))
     metrics["failed_edges"] = float(len(failed))
     save_state(files.new_state, new_state, round_, plan.types, {"metrics": metrics})
     if library is not None:

@@ -50,10 +50,10 @@ def test_every_figure_is_there_with_a_target_verdict(results):
     for name, figure in data["figures"].items():
         assert isinstance(figure["target"]["met"], bool), name
         assert figure["what"] and figure["how"], name
-    assert [row["figure"].split(".")[0] for row in data["summary"]] == ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
+    assert [row["figure"].split(".")[0] for row in data["summary"]] == [str(i) for i in range(1, 11)]
     assert "| figure | measured | target | met |" in stdout
     for png in ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream",
-                "ablation"):
+                "ablation", "efficiency"):
         assert (folder / f"{png}.png").stat().st_size > 1000
 
 
@@ -165,12 +165,30 @@ def test_fidelity_and_downstream_are_in_range(results):
 
 def test_ablation_summary_names_the_best_variant(results):
     data = results[0]
-    ablation, row = data["figures"]["ablation"], data["summary"][-1]
+    ablation = data["figures"]["ablation"]
+    row = next(r for r in data["summary"] if r["figure"].startswith("9."))
     best = min(ablation["variants"], key=lambda n: (ablation["variants"][n]["c2st_mean"], n))
     assert row["figure"].startswith("9.") and f"best {best} " in row["measured"]
     assert row["met"] == ablation["target"]["met"]
     for name, v in ablation["variants"].items():
         assert 0 <= v["c2st_mean"] <= 1 and all(0 <= r["c2st"] <= 1 for r in v["types"].values()), name
+
+
+def test_efficiency_compares_the_two_recipes_back_to_back(results):
+    data = results[0]
+    e = data["figures"]["efficiency"]
+    old, new = e["contenders"]["old"], e["contenders"]["new"]
+    assert e["cpu_ratio"] == pytest.approx(new["train_cpu_s"] / old["train_cpu_s"])
+    assert e["c2st_mean_new"] == pytest.approx(new["scores"]["c2st_mean"]) and 0 <= e["c2st_max_new"] <= 1
+    assert e["gflops_ratio"] == pytest.approx(new["step"]["gflops"] / new["step"]["sgemm_gflops"])
+    assert e["machine"]["cpu_model"] and e["machine"]["cores"] >= 1 and isinstance(e["machine"]["vector_extensions"], list)
+    for c in (old, new):
+        assert _positive(c["step"]["gflop"]) and _positive(c["step"]["ms"]) and _positive(c["step"]["sgemm_gflops"])
+        cpus = [p["train_cpu_s"] for p in c["curve"]]
+        assert len(cpus) == e["recipes"]["old"]["rounds"] and all(b > a for a, b in zip(cpus, cpus[1:]))
+    assert new["step"]["gflop"] < old["step"]["gflop"]  # the new recipe's D is narrower
+    row = next(r for r in data["summary"] if r["figure"].startswith("10."))
+    assert row["met"] == e["target"]["met"] and f"{e['cpu_ratio']:.2f}x" in row["measured"]
 
 
 def test_figure_1_target_is_a_distance_above_the_kid_floor():
