@@ -1,6 +1,7 @@
 """Known defects applied to real images, to calibrate fidelity metrics (and to test the gate).
 
-Each function maps images (N, 3, S, S) in [-1, 1] to images of the same shape and range; a
+Each function maps images (N, C, S, S) in [-1, 1] to images of the same shape and range (the
+colour shift needs C = 3: grayscale images have no colour to shift); a
 metric that reads "as good as real" on their output is blind to that defect. `CORRUPTIONS`
 names the calibration set of docs/evaluation.md.
 """

@@ -52,11 +52,12 @@ def stable_seed(*parts: object) -> int:
 
 
 def new_generator(train: TrainSpec) -> Generator:
-    return Generator(train.latent_dim, train.width, train.image_size)
+    return Generator(train.latent_dim, train.width, train.image_size, channels=train.image_channels)
 
 
 def new_discriminator(train: TrainSpec) -> Discriminator:
-    return Discriminator(train.width, train.image_size, spectral_norm=train.spectral_norm)
+    return Discriminator(train.width, train.image_size, spectral_norm=train.spectral_norm,
+                         channels=train.image_channels)
 
 
 def training_device(train: TrainSpec, *, strict: bool = True) -> str:
@@ -96,7 +97,7 @@ def recipe_of(train: TrainSpec, *, strict: bool = True) -> Recipe:
 
 
 def new_feature_net(num_classes: int, train: TrainSpec, evaluation: EvalSpec) -> FeatureNet:
-    return FeatureNet(num_classes, evaluation.feature_dim, train.image_size)
+    return FeatureNet(num_classes, evaluation.feature_dim, train.image_size, channels=train.image_channels)
 
 
 def initial_state(
