@@ -113,3 +113,15 @@ def test_mixed_channels_fail_at_planning_naming_the_files_and_the_fix(tmp_path):
     converted = drive(_job(tmp_path, channels=3), tmp_path / "work-3")  # the fix: convert on load
     assert converted.error is None, converted.error
     assert converted.summary["types"].keys() == {"box", "table"}
+
+
+def test_the_rgb_demo_stays_3_channel_8_bit(demo_edges, tmp_path):
+    from entgan.job.data import inspect_edge
+    from entgan.steps.plan import make_plan
+
+    data = tiny_job_dict(demo_edges, ["edge-1", "edge-2", "edge-3", "edge-4"])
+    job = parse_job(data)
+    reports = [inspect_edge(e.name, e.data, 0.2, 16) for e in job.edges]
+    plan = make_plan(job, reports)
+    assert plan.channels == 3 and set(plan.bits.values()) == {8}
+    assert plan.resolve(job).train.channels == 3 and all(r.channels() == {3} for r in reports)
