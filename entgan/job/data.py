@@ -1,7 +1,8 @@
 """Edge data: ImageFolder-style folders (`<root>/<type>/*.png`), inspection, loading, the demo set.
 
-Raw images are only ever read by the edge that holds them. What leaves an edge is counts
-(`inspect_edge`), weights and feature statistics.
+Raw images are only ever read by the edge that holds them. What leaves an edge is counts and,
+per type, the PIL modes of its files with one file name each (`inspect_edge`: the job's channel
+count, and an error that names the files), weights and feature statistics.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class TypeCounts:
 
 @dataclass(frozen=True)
 class EdgeReport:
-    """What `inspect_edge` tells the cloud: counts per type, never pixels."""
+    """What `inspect_edge` tells the cloud: counts and image modes per type, never pixels."""
 
     edge: str
     types: dict[str, TypeCounts]
