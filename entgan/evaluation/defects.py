@@ -39,7 +39,8 @@ def checkerboard(images: torch.Tensor, amplitude: float = 0.1) -> torch.Tensor:
 def colour_shift(images: torch.Tensor, shift: tuple[float, float, float] = (0.2, 0.0, -0.2)) -> torch.Tensor:
     """A constant offset per RGB channel (warmer images)."""
     if images.shape[1] != 3:
-        raise ValueError(f"colour_shift needs RGB images (N, 3, S, S), got {tuple(images.shape)}: grey ones have no colour")
+        raise ValueError(f"colour_shift needs RGB images (N, 3, S, S), got {tuple(images.shape)}: "
+                         "grey ones have no colour")
     return (images + torch.tensor(shift).view(1, 3, 1, 1)).clamp(-1, 1)
 
 

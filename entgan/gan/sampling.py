@@ -67,8 +67,10 @@ def pngs(pixels: np.ndarray):
     (colour type 2), C = 1 gives grayscale (colour type 0), 8-bit from uint8, 16-bit from uint16
     (PIL reads them back as modes RGB, L and I;16)."""
     count, height, width, channels = pixels.shape
-    if channels not in (1, 3) or pixels.dtype not in (np.uint8, np.uint16) or (channels == 3 and pixels.dtype != np.uint8):
-        raise ValueError(f"pngs: need uint8 (N, H, W, 3) or uint8/uint16 (N, H, W, 1), got {pixels.dtype} {pixels.shape}")
+    allowed = (np.uint8,) if channels == 3 else (np.uint8, np.uint16) if channels == 1 else ()
+    if pixels.dtype not in allowed:
+        raise ValueError(f"pngs: need uint8 (N, H, W, 3) or uint8/uint16 (N, H, W, 1), got {pixels.dtype} "
+                         f"{pixels.shape}")
     depth = 8 * pixels.dtype.itemsize
     data = pixels.astype(">u2").view(np.uint8) if depth == 16 else pixels  # PNG stores 16-bit values big-endian
     row_bytes = width * channels * pixels.dtype.itemsize

@@ -216,7 +216,8 @@ def inspect_edge(edge: str, root: str | Path, holdout_fraction: float, image_siz
     return EdgeReport(edge=edge, types=types, fingerprint=digest.hexdigest(), modes=modes)
 
 
-def resolve_channels(setting: int | str, reports: list[EdgeReport], data_types: list[str]) -> tuple[int, dict[str, int]]:
+def resolve_channels(setting: int | str, reports: list[EdgeReport],
+                     data_types: list[str]) -> tuple[int, dict[str, int]]:
     """The job's image channels and each type's bits per value (16 for 16-bit grayscale data, which
     generation then writes as 16-bit PNGs; else 8), from the edges' inspection reports.
 

@@ -39,8 +39,9 @@ def train_edge(ctx: TaskContext, files: TrainFiles) -> EdgeUpdate:
     job = ctx.job = plan.resolve(ctx.job)
     edge, round_ = ctx.edge, ctx.round
     types = plan.assignments.get(edge, [])
+    # an edge left out at inspection sends an empty update
     data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size,
-                     holdout=False, channels=job.train.image_channels) if types else {}  # an edge left out at inspection sends an empty update
+                     holdout=False, channels=job.train.image_channels) if types else {}
     state = load_state(files.global_state)
     if types:
         log(f"{edge} round {round_}/{job.train.rounds}: {strategies.describe_device(job.train)}")

@@ -48,4 +48,5 @@ def test_cas_classifier_trains_on_1_channel_generators_and_checks_their_shape():
 def test_a_grey_sample_grid_is_grey():
     picture = image_grid(_grey(8, 4), columns=4, scale=1)
     pixels = np.asarray(picture)
-    assert picture.mode == "RGB" and (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+    assert picture.mode == "RGB"
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
