@@ -116,7 +116,7 @@ def version_description(data_type: str, info: dict, job: str, strategy: str, rou
         f"({int(info['train_images'])} training images).\n\n"
         f"{describe(info)} (on {int(info['holdout_images'])} held-out images at the edges).\n\n"
         f"**Gate: {verdict}** — {info['reason']}.\n\nKFP run `{kfp_run_id}`; sample grid: "
-        f"`samples.png` beside the weights."
+        f"`samples.png` beside the weights." + (f" It draws {info['png']} PNGs." if info.get("png") else "")
     )
 
 

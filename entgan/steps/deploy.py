@@ -101,7 +101,7 @@ def _deploy_type(ctx: TaskContext, plan: Plan, t: str, r: dict, state: dict, fol
         "entgan.gate_reason": reason,
     }
     info = {**r, "promoted": promote, "reason": reason, "parent_version": plan.start.get(t),
-            "parent_task": tags["entgan.parent_task"]}
+            "parent_task": tags["entgan.parent_task"], "png": tags["entgan.png"]}
     description = version_description(t, info, job.name, job.train.strategy, job.train.rounds, edges, kfp_run_id)
     version = library.register(t, run_id, f"tasks/{t}", tags, description=description)
     if promote and not library.promote(t, version.version, replaces=plan.start.get(t)):

@@ -63,8 +63,11 @@ def test_auto_trains_1_channel_models_on_depth_data(depth_run):
         assert header.extra["train"]["channels"] == 1 and header.extra["bits"] == 16
         weights = load_bundle(root / "work" / "samples" / t / "model.safetensors").groups()[f"{t}/G"]
         assert [w for w in weights.values() if w.dim() == 4][-1].shape[1] == 1  # the image layer: one map
-    version = library_for(job).champion("box")
+    library = library_for(job)
+    version = library.champion("box")
     assert version.tags["entgan.channels"] == "1" and version.tags["entgan.png"] == "16-bit grayscale"
+    description = library.client.get_model_version(version.name, version.version).description
+    assert description.endswith("It draws 16-bit grayscale PNGs.")
 
 
 def test_generate_writes_16_bit_grayscale_pngs_of_depth_models(depth_run, tmp_path):
