@@ -73,6 +73,8 @@ VARIANTS: dict[str, dict] = {
     "d_width16_150_steps": {"d_width": 16, "local_steps": 150},
     "light_d_width16_150_steps": {"architecture": "light", "d_width": 16, "local_steps": 150},
     "light_d_width16_diffaug": {"architecture": "light", "d_width": 16, "augment": "translation,cutout"},
+    "batch8": {"batch_size": 8},
+    "light_batch8": {"architecture": "light", "batch_size": 8},
 }
 # The demo's recipe at a578639 (width 32, batch 16, 225 local steps, EMA 0.99): phase 4's base.
 DEMO_A578639 = {**BASELINE, "width": 32, "batch_size": 16, "local_steps": 225, "ema_decay": 0.99}

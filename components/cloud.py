@@ -39,6 +39,7 @@ def plan(job: str, kfp_run_id: str, reports: Input[List[Artifact]], snapshot: In
     files = PlanFiles([r.path for r in reports], snapshot.path, plan.path, global_state.path)
     decided = cloud_task("plan", job, kfp_run_id, lambda ctx: plan_job(ctx, files))
     plan.metadata["types"] = decided.types
+    plan.metadata["channels"] = decided.channels
     return decided.decision
 
 

@@ -1,6 +1,7 @@
 """Known defects applied to real images, to calibrate fidelity metrics (and to test the gate).
 
-Each function maps images (N, 3, S, S) in [-1, 1] to images of the same shape and range; a
+Each function maps images (N, C, S, S) in [-1, 1] to images of the same shape and range (the
+colour shift needs C = 3: grayscale images have no colour to shift); a
 metric that reads "as good as real" on their output is blind to that defect. `CORRUPTIONS`
 names the calibration set of docs/evaluation.md.
 """
@@ -37,6 +38,9 @@ def checkerboard(images: torch.Tensor, amplitude: float = 0.1) -> torch.Tensor:
 
 def colour_shift(images: torch.Tensor, shift: tuple[float, float, float] = (0.2, 0.0, -0.2)) -> torch.Tensor:
     """A constant offset per RGB channel (warmer images)."""
+    if images.shape[1] != 3:
+        raise ValueError(f"colour_shift needs RGB images (N, 3, S, S), got {tuple(images.shape)}: "
+                         "grey ones have no colour")
     return (images + torch.tensor(shift).view(1, 3, 1, 1)).clamp(-1, 1)
 
 

@@ -126,7 +126,8 @@ def uncertain_count(net: FeatureNet, images: torch.Tensor, confidence: float) ->
 
 
 def image_grid(images: torch.Tensor, columns: int = 8, scale: int = 2, pad: int = 1) -> Image.Image:
-    """Tile images (N, 3, S, S) in [-1, 1] into one PIL image on white, enlarged `scale` times.
+    """Tile images (N, C, S, S) in [-1, 1] into one RGB PIL image on white, enlarged `scale` times
+    (1-channel images are drawn grey: make_grid repeats their channel).
 
     `torchvision.utils.make_grid` lays the tiles out (`columns` per row, `pad` pixels between
     them); a grid is always at least `columns` wide, so grids of one width line up."""

@@ -91,7 +91,7 @@ def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k
 # ---------------------------------------------------------------- classification accuracy score
 
 
-def _check_generators(generators: dict[str, Generator], types: list[str], image_size: int) -> None:
+def _check_generators(generators: dict[str, Generator], types: list[str], image_size: int, channels: int) -> None:
     if not types:
         raise ValueError("train_cas_classifier needs at least one data type")
     if len(set(types)) != len(types):
@@ -104,10 +104,11 @@ def _check_generators(generators: dict[str, Generator], types: list[str], image_
         )
     for t in types:
         probe = generators[t].sample(1, generator=torch.Generator().manual_seed(0))
-        if tuple(probe.shape[1:]) != (3, image_size, image_size):
+        if tuple(probe.shape[1:]) != (channels, image_size, image_size):
             raise ValueError(
                 f"train_cas_classifier: the generator of {t!r} makes images of shape "
-                f"{tuple(probe.shape[1:])}, expected (3, {image_size}, {image_size}); pass its image_size"
+                f"{tuple(probe.shape[1:])}, expected ({channels}, {image_size}, {image_size}); pass its "
+                "image_size and channels"
             )
 
 
@@ -140,6 +141,7 @@ def train_cas_classifier(
     lr: float = 1e-3,
     seed: int = 0,
     feature_dim: int = 64,
+    channels: int = 3,
 ) -> FeatureNet:
     """A fresh classifier over `types` trained only on generated images (the "train" half of CAS).
 
@@ -149,11 +151,11 @@ def train_cas_classifier(
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"train_cas_classifier: steps and batch_size must be >= 1, got {steps} and {batch_size}")
-    _check_generators(generators, types, image_size)
+    _check_generators(generators, types, image_size, channels)
     rng = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left alone
         torch.manual_seed(seed)
-        classifier = FeatureNet(len(types), feature_dim, image_size)
+        classifier = FeatureNet(len(types), feature_dim, image_size, channels=channels)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
     per_type = max(1, batch_size // len(types))
     labels = torch.arange(len(types)).repeat_interleave(per_type)

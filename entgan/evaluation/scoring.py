@@ -92,6 +92,7 @@ def cas_classifiers(job, plan, sets: dict[str, dict], log) -> dict:
             classifier = train_cas_classifier(
                 generators, plan.types, image_size=job.train.image_size, steps=job.eval.cas_steps,
                 batch_size=job.train.batch_size, seed=job.train.seed + i, feature_dim=job.eval.feature_dim,
+                channels=job.train.image_channels,
             )
             groups[f"cas/{name}/{i}"] = classifier.state_dict()
         log(f"CAS classifiers of the {name} generators trained on synthetic images "
@@ -125,7 +126,7 @@ class EdgeScoring:
         job = self.job
         return self.once(f"train/{data_type}", lambda: load_edge(
             job.edge(self.edge).data, [data_type], job.eval.holdout_fraction, job.train.image_size,
-            holdout=False)[data_type])
+            holdout=False, channels=job.train.image_channels)[data_type])
 
 
 def _load_classifiers(ev: EdgeScoring) -> dict[str, list]:
@@ -205,7 +206,7 @@ RANDOM_FEATURES_SEED = 0  # the same fixed random network at every edge and in t
 
 def kid_random_part(ev: EdgeScoring, data_type: str, images: torch.Tensor) -> torch.Tensor:
     """The held-out images' random features (N x 96 float32: channel statistics, not pixels)."""
-    space = ev.once("random_features", lambda: RandomFeatures(RANDOM_FEATURES_SEED))
+    space = ev.once("random_features", lambda: RandomFeatures(RANDOM_FEATURES_SEED, channels=images.shape[1]))
     return extract(space, images)
 
 
@@ -220,7 +221,8 @@ def kid_random(s: Scoring, data_type: str, which: str) -> dict[str, float] | Non
     """KID in the random-feature space against the edges' features, beside the real-vs-real
     floor; `_se` is the spread of one reading over the random subsets."""
     real = torch.cat([torch.as_tensor(p) for p in s.parts["kid_random"][data_type]])
-    return _kid(real, s.fakes(data_type, which), RandomFeatures(RANDOM_FEATURES_SEED))
+    fakes = s.fakes(data_type, which)
+    return _kid(real, fakes, RandomFeatures(RANDOM_FEATURES_SEED, channels=fakes.shape[1]))
 
 
 def kid_domain(s: Scoring, data_type: str, which: str) -> dict[str, float] | None:

@@ -61,13 +61,13 @@ class C2STCounts:
         return {"correct": self.correct, "total": self.total}
 
 
-def c2st_classifier(seed: int = 0) -> nn.Module:
-    """The real-vs-synthetic classifier: image (N, 3, S, S) -> logit (N,), high for real."""
+def c2st_classifier(seed: int = 0, channels: int = 3) -> nn.Module:
+    """The real-vs-synthetic classifier: image (N, C, S, S) -> logit (N,), high for real."""
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left alone
         torch.manual_seed(seed)
         return nn.Sequential(
-            # 3 x S x S -> 16 x S x S (full resolution: blur and speckle live in single pixels)
-            nn.Conv2d(3, 16, 3, 1, 1),
+            # C x S x S -> 16 x S x S (full resolution: blur and speckle live in single pixels)
+            nn.Conv2d(channels, 16, 3, 1, 1),
             nn.LeakyReLU(0.2),
             # -> 32 x S/2 x S/2
             nn.Conv2d(16, 32, 3, 2, 1),
@@ -117,8 +117,8 @@ def _check_sets(real: torch.Tensor, fake: torch.Tensor, folds: int, cross_fit: b
     if folds < 2:
         raise ValueError(f"c2st: folds must be at least 2 (train on some, test on the rest), got {folds}")
     for name, x in (("real_images", real), ("fake_images", fake)):
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"c2st: {name} must be (N, 3, S, S), got shape {tuple(x.shape)}")
+        if x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"c2st: {name} must be (N, C, S, S) with C = 1 or 3, got shape {tuple(x.shape)}")
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"c2st: real images are {tuple(real.shape[1:])} but fakes {tuple(fake.shape[1:])}; "
                          "sample the generator at the edge's image size")
@@ -163,7 +163,7 @@ def c2st_edge_part(real_images: torch.Tensor, fake_images: torch.Tensor, seed: i
     correct = total = 0
     for k, test in enumerate(real_parts):
         # as many fakes as real images on both sides: the classifier can memorise either class equally
-        model = c2st_classifier(seed + k)
+        model = c2st_classifier(seed + k, real_images.shape[1])
         rest = _not_in(n, test)
         c2st_train(model, real_images[rest], fakes[rest], steps=steps, batch_size=batch_size, rng=rng)
         counts = c2st_counts(model, real_images[test], fakes[test])
@@ -179,7 +179,7 @@ def _c2st_on_training_images(real_images, fake_images, train_images, seed, steps
         raise ValueError(f"c2st: {len(fake_images)} fakes are too few to train against {m} training images and "
                          f"test against {n} held-out ones; sample at least {n + m}")
     order = torch.randperm(len(fake_images), generator=rng)
-    model = c2st_train(c2st_classifier(seed), train_images, fake_images[order[:m]], steps=steps,
+    model = c2st_train(c2st_classifier(seed, real_images.shape[1]), train_images, fake_images[order[:m]], steps=steps,
                        batch_size=batch_size, rng=rng)
     return c2st_counts(model, real_images, fake_images[order[m : m + n]])
 
@@ -215,7 +215,7 @@ def c2st_fedavg(edges: list[tuple[torch.Tensor, torch.Tensor]], seed: int = 0, *
     splits = [(fold_indices(len(r), folds, rng), fold_indices(len(f), folds, rng)) for r, f in edges]
     tallies = [[0, 0] for _ in edges]
     for k in range(folds):
-        shared = c2st_classifier(seed + k)
+        shared = c2st_classifier(seed + k, edges[0][0].shape[1])
         for _ in range(rounds):
             states, weights = [], []
             for (real, fake), (real_parts, fake_parts) in zip(edges, splits):
@@ -243,13 +243,13 @@ class RandomFeatures(nn.Module):
     as drawn (they also respond to colour and brightness). The feature vector is each channel's
     spatial mean and standard deviation at every stage: 2 x 3 x `width` numbers that move with
     colour, contrast, sharpness and texture, which a type classifier's features ignore.
+    `channels`: the images' (3, or 1 for grayscale and depth; another seeded network).
     """
 
-    def __init__(self, seed: int = 0, width: int = 32) -> None:
+    def __init__(self, seed: int = 0, width: int = 32, channels: int = 3) -> None:
         super().__init__()
         rng = torch.Generator().manual_seed(seed)
         self.stages = nn.ModuleList()
-        channels = 3
         for _ in range(3):
             conv = nn.Conv2d(channels, width, 3, 1, 1)
             weight = torch.randn(width, channels, 3, 3, generator=rng) / math.sqrt(channels * 9)
@@ -288,9 +288,9 @@ class DomainFeatures(nn.Module):
         return self.net.embed(images)
 
 
-def feature_spaces(domain_net: nn.Module | None, seed: int = 0) -> dict[str, nn.Module]:
+def feature_spaces(domain_net: nn.Module | None, seed: int = 0, channels: int = 3) -> dict[str, nn.Module]:
     """The KID feature spaces: `random` (RandomFeatures(seed)) and, if given, `domain`."""
-    spaces: dict[str, nn.Module] = {"random": RandomFeatures(seed)}
+    spaces: dict[str, nn.Module] = {"random": RandomFeatures(seed, channels=channels)}
     if domain_net is not None:
         spaces["domain"] = DomainFeatures(domain_net)
     return spaces
@@ -307,7 +307,7 @@ def kid_edge_part(real_images: torch.Tensor, spaces: dict[str, nn.Module]) -> di
     (N x d x 4 bytes each). Features are global averages, not pixels; no image can be redrawn
     from them."""
     if real_images.dim() != 4 or len(real_images) == 0:
-        raise ValueError(f"kid_edge_part: real_images must be a non-empty (N, 3, S, S) batch, got {tuple(real_images.shape)}")
+        raise ValueError(f"kid_edge_part: real_images must be a non-empty (N, C, S, S) batch, got {tuple(real_images.shape)}")
     return {name: extract(space, real_images) for name, space in spaces.items()}
 
 

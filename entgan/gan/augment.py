@@ -9,9 +9,10 @@ Three transforms, each drawn per image from `rng` (a CPU `torch.Generator`, so a
 draws the same augmentations on CPU and GPU):
 - colour: brightness shift in [-0.5, 0.5], saturation scale in [0, 2], contrast scale in
   [0.5, 1.5] (the reference implementation's ranges, which also works on [-1, 1] images);
+  a 1-channel image has no saturation: it gets brightness and contrast only;
 - translation: shift by up to 1/8 of the side, zero padding;
 - cutout: one square of half the side set to zero.
-Images are (N, 3, S, S) in [-1, 1]; the policy is a comma list such as "color,translation,cutout".
+Images are (N, C, S, S) in [-1, 1] (C = 3 or 1); the policy is a comma list such as "color,translation,cutout".
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ def _uniform(n: int, rng: torch.Generator, like: torch.Tensor) -> torch.Tensor:
 
 
 def color(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """Random brightness, saturation and contrast per image (DiffAugment's ranges, on [-1, 1])."""
+    """Random brightness, saturation and contrast per image (DiffAugment's ranges, on [-1, 1]);
+    no saturation for 1-channel images (and no draw for it: grey stays grey)."""
     n = x.shape[0]
     x = x + (_uniform(n, rng, x) - 0.5)  # brightness
-    mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (_uniform(n, rng, x) * 2) + mean  # saturation
+    if x.shape[1] > 1:
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (_uniform(n, rng, x) * 2) + mean  # saturation
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return (x - mean) * (_uniform(n, rng, x) + 0.5) + mean  # contrast
 

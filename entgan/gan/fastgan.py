@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from entgan.gan.models import CHANNELS, Samples, _num_blocks, channels_at, weights_init
+from entgan.gan.models import CHANNELS, Samples, _check_channels, _num_blocks, channels_at, weights_init
 
 
 class SkipExcitation(nn.Module):
@@ -48,12 +48,13 @@ def _up(cin: int, cout: int) -> nn.Sequential:
 
 
 class LightGenerator(Samples, nn.Module):
-    """z (N, latent_dim) -> image (N, 3, S, S) in [-1, 1]: DCGAN's blocks plus skip-layer excitation
+    """z (N, latent_dim) -> image (N, C, S, S) in [-1, 1]: DCGAN's blocks plus skip-layer excitation
     from each map at r to the map at 4r (4 -> 16, 8 -> 32, ...)."""
 
-    def __init__(self, latent_dim: int = 64, width: int = 32, image_size: int = 32) -> None:
+    def __init__(self, latent_dim: int = 64, width: int = 32, image_size: int = 32, channels: int = CHANNELS) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+        self.image_channels = _check_channels(channels)
         _num_blocks(image_size)
         sizes = [4]
         while sizes[-1] < image_size // 2:
@@ -65,8 +66,9 @@ class LightGenerator(Samples, nn.Module):
         self.ups = nn.ModuleList(_up(a, b) for a, b in zip(channels, channels[1:]))
         # SLE from the map at index i to the map at i + 2 (two doublings finer)
         self.excite = nn.ModuleList(SkipExcitation(channels[i], channels[i + 2]) for i in range(len(sizes) - 2))
-        # state size. width x S/2 x S/2 -> 3 x S x S
-        self.to_rgb = nn.Sequential(nn.ConvTranspose2d(channels[-1], CHANNELS, 4, 2, 1, bias=False), nn.Tanh())
+        # state size. width x S/2 x S/2 -> C x S x S
+        self.to_image = nn.Sequential(nn.ConvTranspose2d(channels[-1], self.image_channels, 4, 2, 1, bias=False),
+                                      nn.Tanh())
         self.apply(weights_init)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -76,23 +78,24 @@ class LightGenerator(Samples, nn.Module):
             if i >= 1:  # map i + 1 is two doublings finer than map i - 1
                 x = self.excite[i - 1](maps[i - 1], x)
             maps.append(x)
-        return self.to_rgb(maps[-1])
+        return self.to_image(maps[-1])
 
 
 
 class LightDiscriminator(nn.Module):
-    """image (N, 3, S, S) -> logit (N,); `reconstruction_loss(real)` decodes D's 8x8 features of
+    """image (N, C, S, S) -> logit (N,); `reconstruction_loss(real)` decodes D's 8x8 features of
     real images back to the images at half size (mean squared error), FastGAN's self-supervision."""
 
-    def __init__(self, width: int = 32, image_size: int = 32) -> None:
+    def __init__(self, width: int = 32, image_size: int = 32, channels: int = CHANNELS) -> None:
         super().__init__()
         _num_blocks(image_size)
+        image_channels = _check_channels(channels)
         if image_size < 16:
             raise ValueError(f"architecture 'light' needs image_size >= 16 (an 8x8 map to decode), got {image_size}")
         channels = channels_at(image_size // 2, image_size, width)
         down: list[nn.Module] = [
-            # 3 x S x S -> width x S/2 x S/2 (no batch norm on the input layer)
-            nn.Conv2d(CHANNELS, channels, 4, 2, 1, bias=False),
+            # C x S x S -> width x S/2 x S/2 (no batch norm on the input layer)
+            nn.Conv2d(image_channels, channels, 4, 2, 1, bias=False),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         resolution = image_size // 2
@@ -110,9 +113,9 @@ class LightDiscriminator(nn.Module):
         )
         hidden = max(8, channels // 2)
         self.decoder = nn.Sequential(
-            # channels x 8 x 8 -> hidden x 16 x 16 -> 3 x 16 x 16
+            # channels x 8 x 8 -> hidden x 16 x 16 -> C x 16 x 16
             nn.ConvTranspose2d(channels, hidden, 4, 2, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(True),
-            nn.Conv2d(hidden, CHANNELS, 3, 1, 1, bias=False), nn.Tanh(),
+            nn.Conv2d(hidden, image_channels, 3, 1, 1, bias=False), nn.Tanh(),
         )
         self.apply(weights_init)
 

@@ -1,7 +1,8 @@
 """DCGAN-family generator and discriminator, and the small domain feature network.
 
-All three are sized by arguments (image size, latent size, base width); nothing reads globals.
-Images are float tensors in [-1, 1], shape (N, 3, S, S).
+All three are sized by arguments (image size, latent size, base width, image channels); nothing
+reads globals. Images are float tensors in [-1, 1], shape (N, C, S, S): C = 3 (RGB, the default,
+so bundles saved before channels existed load as they are) or 1 (grayscale, infrared, depth).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-CHANNELS = 3  # RGB
+CHANNELS = 3  # RGB: the default image channels (1: grayscale, infrared, depth)
 
 
 MAX_IMAGE_SIZE = 512
@@ -24,6 +25,17 @@ def _num_blocks(image_size: int) -> int:
     if image_size < 8 or image_size > MAX_IMAGE_SIZE or 2 ** (blocks + 2) != image_size:
         raise ValueError(f"image_size must be a power of two from 8 to {MAX_IMAGE_SIZE}, got {image_size}")
     return blocks
+
+
+def _check_channels(channels: int) -> int:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale, depth) or 3 (RGB), got {channels}")
+    return channels
+
+
+def feature_net_channels(state: dict) -> int:
+    """The image channels a FeatureNet state dict was built for (its first convolution's input)."""
+    return int(state["body.0.weight"].shape[1])
 
 
 def channels_at(resolution: int, image_size: int, width: int) -> int:
@@ -66,15 +78,16 @@ class Samples:
 
 
 class Generator(Samples, nn.Module):
-    """z (N, latent_dim) -> image (N, 3, S, S) in [-1, 1].
+    """z (N, latent_dim) -> image (N, C, S, S) in [-1, 1], C = `channels`.
 
-    One transposed-conv block per doubling from 4x4 to S/2, then the RGB layer; channel counts
+    One transposed-conv block per doubling from 4x4 to S/2, then the image layer; channel counts
     from `channels_at` (e.g. S=128, width=16: 128@4, 128@8, 64@16, 32@32, 16@64, then 3@128).
     """
 
-    def __init__(self, latent_dim: int = 64, width: int = 32, image_size: int = 32) -> None:
+    def __init__(self, latent_dim: int = 64, width: int = 32, image_size: int = 32, channels: int = CHANNELS) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+        self.image_channels = _check_channels(channels)
         _num_blocks(image_size)
         channels = channels_at(4, image_size, width)
         layers: list[nn.Module] = [
@@ -93,8 +106,8 @@ class Generator(Samples, nn.Module):
                 nn.ReLU(True),
             ]
             channels, resolution = out, resolution * 2
-        # state size. width x S/2 x S/2 -> 3 x S x S
-        layers += [nn.ConvTranspose2d(channels, CHANNELS, 4, 2, 1, bias=False), nn.Tanh()]
+        # state size. width x S/2 x S/2 -> C x S x S
+        layers += [nn.ConvTranspose2d(channels, self.image_channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
         self.apply(weights_init)
 
@@ -103,7 +116,7 @@ class Generator(Samples, nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (N, 3, S, S) -> logit (N,): high for real, low for fake.
+    """image (N, C, S, S) -> logit (N,): high for real, low for fake; C = `channels`.
 
     The mirror of the generator: one strided conv per halving from S to 4x4, channel counts from
     `channels_at`. With `spectral_norm`, every conv's weight is divided by its largest singular
@@ -112,14 +125,16 @@ class Discriminator(nn.Module):
     iteration's `_u`/`_v` vectors in place of `<conv>.weight`.
     """
 
-    def __init__(self, width: int = 32, image_size: int = 32, spectral_norm: bool = False) -> None:
+    def __init__(self, width: int = 32, image_size: int = 32, spectral_norm: bool = False,
+                 channels: int = CHANNELS) -> None:
         super().__init__()
         _num_blocks(image_size)
+        image_channels = _check_channels(channels)
         conv = _sn_conv if spectral_norm else nn.Conv2d
         channels = channels_at(image_size // 2, image_size, width)
         layers: list[nn.Module] = [
-            # 3 x S x S -> state size. width x S/2 x S/2 (no batch norm on the input layer)
-            conv(CHANNELS, channels, 4, 2, 1, bias=False),
+            # C x S x S -> state size. width x S/2 x S/2 (no batch norm on the input layer)
+            conv(image_channels, channels, 4, 2, 1, bias=False),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         resolution = image_size // 2
@@ -155,14 +170,15 @@ class FeatureNet(nn.Module):
     logits. Group norm (not batch norm) keeps it well-behaved under FedAvg on non-IID edges.
     """
 
-    def __init__(self, num_classes: int, feature_dim: int = 64, image_size: int = 32) -> None:
+    def __init__(self, num_classes: int, feature_dim: int = 64, image_size: int = 32, channels: int = CHANNELS) -> None:
         super().__init__()
         _num_blocks(image_size)
+        self.image_channels = _check_channels(channels)
         self.num_classes = num_classes
         self.feature_dim = feature_dim
         self.body = nn.Sequential(
-            # 3 x S x S -> 32 x S/2 x S/2
-            nn.Conv2d(CHANNELS, 32, 3, 2, 1),
+            # C x S x S -> 32 x S/2 x S/2
+            nn.Conv2d(self.image_channels, 32, 3, 2, 1),
             nn.GroupNorm(8, 32),
             nn.SiLU(),
             # -> 64 x S/4 x S/4

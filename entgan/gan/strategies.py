@@ -54,18 +54,18 @@ def stable_seed(*parts: object) -> int:
 
 
 def new_generator(train: TrainSpec) -> Generator:
-    """A fresh G of the job's architecture (`train.architecture`)."""
+    """A fresh G of the job's architecture (`train.architecture`) and image channels."""
     if train.architecture == "light":
-        return LightGenerator(train.latent_dim, train.width, train.image_size)
-    return Generator(train.latent_dim, train.width, train.image_size)
+        return LightGenerator(train.latent_dim, train.width, train.image_size, channels=train.image_channels)
+    return Generator(train.latent_dim, train.width, train.image_size, channels=train.image_channels)
 
 
 def new_discriminator(train: TrainSpec) -> Discriminator:
-    """A fresh D of the job's architecture, `train.d_width` wide (default `width`)."""
+    """A fresh D of the job's architecture and image channels, `train.d_width` wide (default `width`)."""
     width = train.d_width or train.width
     if train.architecture == "light":
-        return LightDiscriminator(width, train.image_size)
-    return Discriminator(width, train.image_size, spectral_norm=train.spectral_norm)
+        return LightDiscriminator(width, train.image_size, channels=train.image_channels)
+    return Discriminator(width, train.image_size, spectral_norm=train.spectral_norm, channels=train.image_channels)
 
 
 def training_device(train: TrainSpec, *, strict: bool = True) -> str:
@@ -105,7 +105,7 @@ def recipe_of(train: TrainSpec, *, strict: bool = True) -> Recipe:
 
 
 def new_feature_net(num_classes: int, train: TrainSpec, evaluation: EvalSpec) -> FeatureNet:
-    return FeatureNet(num_classes, evaluation.feature_dim, train.image_size)
+    return FeatureNet(num_classes, evaluation.feature_dim, train.image_size, channels=train.image_channels)
 
 
 def initial_state(

@@ -1,7 +1,8 @@
 """Edge data: ImageFolder-style folders (`<root>/<type>/*.png`), inspection, loading, the demo set.
 
-Raw images are only ever read by the edge that holds them. What leaves an edge is counts
-(`inspect_edge`), weights and feature statistics.
+Raw images are only ever read by the edge that holds them. What leaves an edge is counts and,
+per type, the PIL modes of its files with one file name each (`inspect_edge`: the job's channel
+count, and an error that names the files), weights and feature statistics.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ class TypeCounts:
 
 @dataclass(frozen=True)
 class EdgeReport:
-    """What `inspect_edge` tells the cloud: counts per type, never pixels."""
+    """What `inspect_edge` tells the cloud: counts and image modes per type, never pixels."""
 
     edge: str
     types: dict[str, TypeCounts]
     uncertain: dict[str, int] = field(default_factory=dict)  # per type: images the evaluator can't place
     fingerprint: str = ""  # a digest of the images' names and bytes: equal for two copies of one data set
+    modes: dict[str, dict[str, str]] = field(default_factory=dict)  # per type: PIL mode -> its first file
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -52,7 +54,11 @@ class EdgeReport:
         raw = json.loads(text)
         types = {t: TypeCounts(**c) for t, c in raw["types"].items()}
         return cls(edge=raw["edge"], types=types, uncertain=raw.get("uncertain", {}),
-                   fingerprint=raw.get("fingerprint", ""))
+                   fingerprint=raw.get("fingerprint", ""), modes=raw.get("modes", {}))
+
+    def channels(self) -> set[int]:
+        """The image channel counts of this edge's files (`mode_channels` of each mode seen)."""
+        return {mode_channels(m) for modes in self.modes.values() for m in modes}
 
 
 def is_holdout(file_name: str, fraction: float) -> bool:
@@ -103,18 +109,52 @@ def split(files: list[Path], fraction: float, holdout: bool) -> list[Path]:
     return [f for f in files if is_holdout(f.name, fraction) == holdout]
 
 
-def _open_rgb(path: Path, image_size: int) -> np.ndarray:
+# PIL modes by what they hold. Grayscale-like modes (one value per pixel; LA's alpha is dropped)
+# are 1-channel; colour and palette modes are 3. 16-bit and wider modes keep their range: read as
+# float in [0, 1] (I;16 and I divided by 65535, F taken as [0, 1]), never clipped to 8 bits.
+ONE_CHANNEL_MODES = ("L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N")
+THREE_CHANNEL_MODES = ("RGB", "RGBA", "P")
+WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")  # more than 8 bits per pixel
+
+
+def mode_channels(mode: str) -> int:
+    """Channels of a PIL image mode: 1 for L, LA, I;16, I, F; 3 for RGB, RGBA, P."""
+    return 1 if mode in ONE_CHANNEL_MODES else 3
+
+
+def mode_bits(mode: str) -> int:
+    """Bits per pixel value of a PIL image mode as EntGAN keeps it: 16 for I;16, I, F, else 8."""
+    return 16 if mode in WIDE_MODES else 8
+
+
+def _decode(path: Path, image_size: int, channels: int | None) -> tuple[np.ndarray, str]:
+    """(pixels (S, S, C), the file's PIL mode). C = `channels`, or the mode's own count when None.
+
+    8-bit images come back as uint8. A 16-bit (I;16, I) or float (F) image read as 1 channel comes
+    back as float32 in [0, 1] (divided by 65535), so a depth map keeps its range; read as 3
+    channels it is scaled to 8 bits (divided by 257) and repeated, as EntGAN always did."""
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode not in ("RGB", "RGBA", "L", "P", "LA", "I") and not img.mode.startswith("I;16"):
-                raise DataError(f"{path}: unsupported image mode {img.mode}; save it as 8-bit RGB PNG")
-            if img.mode == "I" or img.mode.startswith("I;16"):
-                img = Image.fromarray(np.clip(np.asarray(img, dtype=np.float64) / 257, 0, 255).astype(np.uint8))
-            rgb = img.convert("RGB")
-            if rgb.size != (image_size, image_size):
-                rgb = rgb.resize((image_size, image_size), Image.Resampling.BOX)
-            return np.asarray(rgb, dtype=np.uint8)
+            mode = img.mode
+            if mode not in ONE_CHANNEL_MODES + THREE_CHANNEL_MODES:
+                raise DataError(f"{path}: unsupported image mode {mode}; save it as an 8-bit RGB or grayscale PNG "
+                                "(or 16-bit grayscale for depth)")
+            channels = channels or mode_channels(mode)
+            if mode in WIDE_MODES:
+                raw = np.asarray(img, dtype=np.float64)
+                if channels == 3:  # as EntGAN always read them: 8 bits, repeated to RGB
+                    img = Image.fromarray(np.clip(raw * (255 if mode == "F" else 1 / 257), 0, 255).astype(np.uint8))
+                else:
+                    values = np.clip(raw / (1.0 if mode == "F" else 65535.0), 0, 1).astype(np.float32)
+                    wide = Image.fromarray(values, mode="F")
+                    if wide.size != (image_size, image_size):
+                        wide = wide.resize((image_size, image_size), Image.Resampling.BOX)
+                    return np.asarray(wide, dtype=np.float32)[:, :, None], mode
+            img = img.convert("RGB" if channels == 3 else "L")
+            if img.size != (image_size, image_size):
+                img = img.resize((image_size, image_size), Image.Resampling.BOX)
+            return np.asarray(img, dtype=np.uint8).reshape(image_size, image_size, channels), mode
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -123,23 +163,34 @@ def _open_rgb(path: Path, image_size: int) -> np.ndarray:
         raise DataError(f"{path}: image is too large to decode safely ({err}); downscale it") from None
 
 
-def load_images(files: list[Path], image_size: int) -> torch.Tensor:
-    """Decode images into a float tensor (N, 3, S, S) in [-1, 1]. A bad file raises DataError."""
+def load_images(files: list[Path], image_size: int, channels: int = 3) -> torch.Tensor:
+    """Decode images into a float tensor (N, C, S, S) in [-1, 1], C = `channels` (1 or 3; an RGB
+    file read as 1 channel becomes its luma, a grayscale one read as 3 is repeated). 16-bit
+    grayscale keeps its range (see `_decode`). A bad file raises DataError."""
     if not files:
-        return torch.empty(0, 3, image_size, image_size)
-    array = np.stack([_open_rgb(f, image_size) for f in files])
-    return to_tensor(array)
+        return torch.empty(0, channels, image_size, image_size)
+    arrays = [_decode(f, image_size, channels)[0] for f in files]
+    if all(a.dtype == np.uint8 for a in arrays):
+        return to_tensor(np.stack(arrays))
+    unit = np.stack([a.astype(np.float32) / 255 if a.dtype == np.uint8 else a for a in arrays])  # [0, 1]
+    return torch.from_numpy(unit).permute(0, 3, 1, 2).mul(2).sub(1.0)
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """uint8 (N, S, S, 3) -> float (N, 3, S, S) in [-1, 1]."""
+    """uint8 (N, S, S, C) -> float (N, C, S, S) in [-1, 1]."""
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float (N, 3, S, S) in [-1, 1] -> uint8 (N, S, S, 3)."""
+    """float (N, C, S, S) in [-1, 1] -> uint8 (N, S, S, C)."""
     scaled = images.detach().clamp(-1, 1).add(1).mul(127.5).round()
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def to_uint16(images: torch.Tensor) -> np.ndarray:
+    """float (N, C, S, S) in [-1, 1] -> uint16 (N, S, S, C) over 0..65535 (16-bit depth's range)."""
+    scaled = images.detach().double().clamp(-1, 1).add(1).mul(65535 / 2).round()
+    return scaled.permute(0, 2, 3, 1).numpy().astype(np.uint16)
 
 
 def inspect_edge(edge: str, root: str | Path, holdout_fraction: float, image_size: int) -> EdgeReport:
@@ -154,25 +205,54 @@ def inspect_edge(edge: str, root: str | Path, holdout_fraction: float, image_siz
                         f"the extensions {' '.join(IMAGE_SUFFIXES)}: add them as <folder>/<type>/*.png "
                         "(convert others) or remove the edge from the job")
     digest = hashlib.sha256()
+    modes: dict[str, dict[str, str]] = {}
     for data_type, files in found.items():
         for f in files:
-            _open_rgb(f, image_size)
+            _, mode = _decode(f, image_size, None)
+            modes.setdefault(data_type, {}).setdefault(mode, f.name)
             digest.update(f"{data_type}/{f.name}\0".encode() + hashlib.sha256(f.read_bytes()).digest())
         held = len(split(files, holdout_fraction, holdout=True))
         types[data_type] = TypeCounts(train=len(files) - held, holdout=held)
-    return EdgeReport(edge=edge, types=types, fingerprint=digest.hexdigest())
+    return EdgeReport(edge=edge, types=types, fingerprint=digest.hexdigest(), modes=modes)
+
+
+def resolve_channels(setting: int | str, reports: list[EdgeReport],
+                     data_types: list[str]) -> tuple[int, dict[str, int]]:
+    """The job's image channels and each type's bits per value (16 for 16-bit grayscale data, which
+    generation then writes as 16-bit PNGs; else 8), from the edges' inspection reports.
+
+    `setting` is train.channels: 1 or 3 is taken as given (files of the other kind are converted
+    on load); `auto` is the data's count, and one job has one: its feature network and CAS
+    classifiers score every type, so images of 1 and 3 channels among `data_types` are an
+    error that names a file of each kind and the fix."""
+    seen: dict[int, str] = {}  # channels -> an example "edge: type/file (mode)"
+    wide: dict[str, bool] = {}
+    for report in reports:
+        for data_type in data_types:
+            for mode, name in sorted(report.modes.get(data_type, {}).items()):
+                seen.setdefault(mode_channels(mode), f"{report.edge}: {data_type}/{name} ({mode})")
+                wide[data_type] = wide.get(data_type, False) or mode_bits(mode) == 16
+    if setting == "auto" and len(seen) > 1:
+        raise DataError(f"the job's images mix channel counts: {seen[1]} is 1-channel (grayscale) but {seen[3]} is "
+                        "3-channel (colour); one job trains one channel count (its evaluator scores every type): "
+                        "convert the images to one kind (e.g. PIL's Image.convert('L') or 'RGB'), give the other "
+                        "kind its own job, or set train.channels: 1 or 3 to convert them as they are read")
+    channels = int(setting) if setting != "auto" else (next(iter(seen)) if seen else 3)
+    return channels, {t: 16 if channels == 1 and wide.get(t) else 8 for t in data_types}
 
 
 def load_edge(
-    root: str | Path, data_types: list[str], holdout_fraction: float, image_size: int, *, holdout: bool
+    root: str | Path, data_types: list[str], holdout_fraction: float, image_size: int, *, holdout: bool,
+    channels: int = 3,
 ) -> dict[str, torch.Tensor]:
-    """Load an edge's training (or held-out) images of the given types."""
+    """Load an edge's training (or held-out) images of the given types as `channels`-channel tensors."""
     available = list_images(root)
     out = {}
     for data_type in data_types:
         if data_type not in available:
             raise DataError(f"{root}: no images of type {data_type!r}; add {Path(root) / data_type}/*.png")
-        out[data_type] = load_images(split(available[data_type], holdout_fraction, holdout), image_size)
+        out[data_type] = load_images(split(available[data_type], holdout_fraction, holdout), image_size,
+                                     channels)
     return out
 
 

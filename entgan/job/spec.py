@@ -117,6 +117,10 @@ class TrainSpec(_Strict):
         default=32, description="side of the square images in pixels: a power of two from 8 to 512 "
         "(G and D gain one block per doubling; see docs/training-recipe.md)",
     )
+    channels: Literal["auto", 1, 3] = Field(
+        default="auto", description="image channels of G, D and the evaluators: 1 (grayscale, infrared, depth), "
+        "3 (RGB), or auto: the data's, detected when the edges inspect it (one count per job)",
+    )
     min_edges: int = Field(default=1, ge=1, description="fewest edge updates a round needs")
     min_images_per_type: int = Field(default=8, ge=1, description="fewer images: type is skipped")
     seed: int = 0
@@ -159,6 +163,13 @@ class TrainSpec(_Strict):
         default="off", description="mixed precision on a GPU (bf16 autocast, or fp16 with a grad scaler); "
         "ignored on CPU",
     )
+
+    @property
+    def image_channels(self) -> int:
+        """The channel count models are built with. The plan resolves `auto` to the data's count
+        (`JobSpec.with_channels`) before anything trains; unresolved, `auto` reads as 3, the RGB
+        layout of every bundle saved before channels existed."""
+        return 3 if self.channels == "auto" else self.channels
 
     @field_validator("image_size")
     @classmethod
@@ -381,6 +392,12 @@ class JobSpec(_Strict):
     @property
     def edge_names(self) -> list[str]:
         return [e.name for e in self.edges]
+
+    def with_channels(self, channels: int) -> JobSpec:
+        """This job with `train.channels` resolved to `channels` (the plan's detected count)."""
+        if self.train.channels == channels:
+            return self
+        return self.model_copy(update={"train": self.train.model_copy(update={"channels": channels})})
 
     def with_local_paths(self, base: Path) -> JobSpec:
         """Relative data folders and state_dir made absolute against `base` (for local runs)."""

@@ -2,7 +2,9 @@
 
 `generate_images` writes one generator's samples as PNGs in ImageFolder layout
 (`<out_dir>/<type>/<type>-<index:06d>.png`), the layout `entgan.job.data` reads, so generated images
-can feed a robot's perception training directly. `generate_from_library` looks up each type's
+can feed a robot's perception training directly. A 3-channel generator writes 8-bit RGB PNGs,
+a 1-channel one grayscale PNGs: 16-bit when its type was trained on 16-bit data (depth), else
+8-bit (`entgan.gan.sampling.pngs`). `generate_from_library` looks up each type's
 *current* champion on every call: a version promoted a moment ago is used at once, with no
 restart and no cache.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from entgan.gan.models import Generator
-from entgan.gan.sampling import generator_from_bundle, pngs, sample_batches
+from entgan.gan.sampling import bundle_bits, generator_from_bundle, pngs, sample_batches
 from entgan.job.spec import TrainSpec
 from entgan.library.registry import TaskLibrary, Version
 
@@ -44,12 +46,14 @@ def generate_images(
     seed: int | None = None,
     batch_size: int = 256,
     start_index: int = 0,
+    bits: int = 8,
 ) -> list[Path]:
     """Write `n` generated images of `data_type` as PNGs numbered from `start_index`.
 
     Sampling runs batch by batch in eval mode without gradients. With a `seed` the same
     generator, seed and batch size give the same files; an existing file of the same name is
-    overwritten. Returns the paths in index order.
+    overwritten. `bits=16`: a 1-channel generator's PNGs are 16-bit grayscale. Returns the paths
+    in index order.
     """
     _check_folder_name(data_type)
     if n < 0 or batch_size < 1 or start_index < 0:
@@ -63,7 +67,7 @@ def generate_images(
     # GIL while it computes): the files cost little more than the forward passes (benchmark 5).
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending, start = None, 0
-        for pixels in sample_batches(generator, n, seed=seed, batch_size=batch_size):
+        for pixels in sample_batches(generator, n, seed=seed, batch_size=batch_size, bits=bits):
             if pending is not None:
                 pending.result()
             pending = writer.submit(_write_pngs, pixels, paths[start : start + len(pixels)])
@@ -80,13 +84,20 @@ def _write_pngs(pixels: np.ndarray, paths: list[Path]) -> None:
 
 def champion_generator(library: TaskLibrary, data_type: str, train: TrainSpec) -> tuple[Generator, Version]:
     """The generator of a type's current champion, read from the registry now (never cached)."""
+    generator, version, _ = champion_model(library, data_type, train)
+    return generator, version
+
+
+def champion_model(library: TaskLibrary, data_type: str, train: TrainSpec) -> tuple[Generator, Version, int]:
+    """(generator, version, bits of its PNGs) of a type's current champion (see `champion_generator`)."""
     version = library.champion(data_type)
     if version is None:
         raise NoChampionError(
             f"type {data_type!r} has no champion in {library.model_name(data_type)} yet; run the job first"
         )
     where = f"{version.name} v{version.version}"
-    return generator_from_bundle(library.load(version), data_type, train, where=where), version
+    bundle = library.load(version)
+    return generator_from_bundle(bundle, data_type, train, where=where), version, bundle_bits(bundle)
 
 
 def types_with_champion(library: TaskLibrary) -> list[str]:
@@ -118,9 +129,9 @@ def generate_from_library(
         types = types_with_champion(library)
         if not types:
             raise NoChampionError(f"job {library.job!r} has no champion of any type yet; run the job first")
-    champions = {t: champion_generator(library, t, train) for t in types}
+    champions = {t: champion_model(library, t, train) for t in types}
     seed = secrets.randbelow(2**31) if seed is None else seed
-    written = {t: generate_images(g, n, out_dir, t, seed=seed) for t, (g, _) in champions.items()}
-    versions = {t: v for t, (_, v) in champions.items()}
+    written = {t: generate_images(g, n, out_dir, t, seed=seed, bits=bits) for t, (g, _, bits) in champions.items()}
+    versions = {t: v for t, (_, v, _) in champions.items()}
     record_synthetic_dataset(library, versions, written, seed, location or Path(out_dir).resolve().as_uri())
     return written

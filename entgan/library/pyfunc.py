@@ -7,6 +7,9 @@ artifact `weights`. So `mlflow.pyfunc.load_model("models:/entgan-<job>-<type>@ch
 
 Request: rows of `n` (images, 1..MAX_IMAGES) and an optional `seed`. Response: one row per image
 with `request` (the row it answers), `index` and `png` (PNG file bytes; base64 in REST JSON).
+The PNGs have the generator's channels: 8-bit RGB, or grayscale (8-bit, or 16-bit for a type
+trained on 16-bit depth data); the model's `model_config` (`channels`, `png`) and MLmodel
+metadata say which.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class GeneratorModel(PythonModel):
 
     def load_context(self, context) -> None:
         from entgan.gan.bundle import STORED_FORMATS, load_bundle
-        from entgan.gan.sampling import generator_from_bundle
+        from entgan.gan.sampling import bundle_bits, generator_from_bundle
         from entgan.job.spec import TrainSpec
 
         config = context.model_config or {}
@@ -49,6 +52,7 @@ class GeneratorModel(PythonModel):
         bundle = load_bundle(context.artifacts[WEIGHTS], formats=STORED_FORMATS)  # verified, never unpickled
         fallback = TrainSpec.model_validate(config.get("train", {}))
         self.generator = generator_from_bundle(bundle, self.data_type, fallback, where=f"model {self.data_type}")
+        self.bits = bundle_bits(bundle)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """One row per image: `request` (the input row it answers), `index`, `png` (file bytes)."""
@@ -57,7 +61,7 @@ class GeneratorModel(PythonModel):
         rows = []
         for request, (n, seed) in enumerate(_requests(model_input)):
             index = 0
-            for pixels in sample_batches(self.generator, n, seed=seed):
+            for pixels in sample_batches(self.generator, n, seed=seed, bits=self.bits):
                 for data in pngs(pixels):
                     rows.append({"request": request, "index": index, "png": data})
                     index += 1
@@ -91,15 +95,29 @@ def requirements() -> list[str]:
     return [f"entgan=={entgan.__version__}", f"mlflow=={mlflow.__version__}"]
 
 
-def save_generator_model(folder: Path, weights: Path, data_type: str, train: dict, mlflow_model=None) -> None:
-    """Write the MLflow Model of one generator version into `folder` (which must not exist)."""
+def image_metadata(train: dict, bits: int = 8) -> dict:
+    """What the served PNGs are: {"channels": 1 or 3, "png": e.g. "16-bit grayscale"} (a saved
+    TrainSpec without `channels` is from before channels existed: RGB)."""
+    from entgan.gan.sampling import png_format
+
+    channels = train.get("channels", 3)
+    channels = 3 if channels == "auto" else int(channels)
+    return {"channels": channels, "png": png_format(channels, bits)}
+
+
+def save_generator_model(folder: Path, weights: Path, data_type: str, train: dict, mlflow_model=None,
+                         bits: int = 8) -> None:
+    """Write the MLflow Model of one generator version into `folder` (which must not exist).
+    The image channels and PNG format are in `model_config` and the MLmodel's `metadata`."""
     import mlflow.pyfunc
 
+    image = image_metadata(train, bits)
     mlflow.pyfunc.save_model(
         path=str(folder),
         python_model=str(CODE_FILE),
         artifacts={WEIGHTS: str(weights)},
-        model_config={"data_type": data_type, "train": train},
+        model_config={"data_type": data_type, "train": train, **image},
+        metadata={"entgan": {"data_type": data_type, **image}},
         signature=signature(),
         input_example=INPUT_EXAMPLE,
         pip_requirements=requirements(),
@@ -109,7 +127,8 @@ def save_generator_model(folder: Path, weights: Path, data_type: str, train: dic
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def log_generator_model(client, run_id: str, data_type: str, weights: Path, train: dict, tags: dict[str, str]):
+def log_generator_model(client, run_id: str, data_type: str, weights: Path, train: dict, tags: dict[str, str],
+                        bits: int = 8):
     """Log one generator version as an MLflow 3 logged model, an output of `run_id`; returns the
     `LoggedModel` (its `model_id` and `artifact_location` make the registry version)."""
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
@@ -124,6 +143,6 @@ def log_generator_model(client, run_id: str, data_type: str, weights: Path, trai
                  model_id=logged.model_id)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
-        save_generator_model(folder, weights, data_type, train, mlflow_model=meta)
+        save_generator_model(folder, weights, data_type, train, mlflow_model=meta, bits=bits)
         client.log_model_artifacts(logged.model_id, str(folder))
     return client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)

@@ -251,6 +251,7 @@ class TaskLibrary:
     def _log_generator_model(self, data_type: str, run_id: str, artifact_path: str, tags: dict[str, str]):
         """The run's `<artifact_path>/model.safetensors` logged again as an MLflow Model (its
         `weights` artifact); returns the `LoggedModel`, or None if the run has no such file."""
+        from entgan.gan.sampling import ARCHITECTURE, bundle_bits
         from entgan.library.pyfunc import log_generator_model
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -259,10 +260,11 @@ class TaskLibrary:
                                      f"{artifact_path}/{MODEL_FILE}", tmp)
             except LookupError:  # no weights: nothing to serve
                 return None
-            saved = load_bundle(weights, formats=STORED_FORMATS).header.extra.get("train") or {}
-            train = {k: saved[k] for k in ("latent_dim", "width", "image_size") if k in saved}  # the shape of G
+            bundle = load_bundle(weights, formats=STORED_FORMATS)
+            saved = bundle.header.extra.get("train") or {}
+            train = {k: saved[k] for k in ARCHITECTURE if k in saved}  # the shape of G
             return self._call("log MLflow model", log_generator_model, self.client, run_id, data_type,
-                              Path(weights), train, tags)
+                              Path(weights), train, tags, bundle_bits(bundle))
 
     def latest_version(self, data_type: str) -> Version | None:
         """The newest version of a type, promoted or not (the last trained one)."""

@@ -116,7 +116,7 @@ def version_description(data_type: str, info: dict, job: str, strategy: str, rou
         f"({int(info['train_images'])} training images).\n\n"
         f"{describe(info)} (on {int(info['holdout_images'])} held-out images at the edges).\n\n"
         f"**Gate: {verdict}** — {info['reason']}.\n\nKFP run `{kfp_run_id}`; sample grid: "
-        f"`samples.png` beside the weights."
+        f"`samples.png` beside the weights." + (f" It draws {info['png']} PNGs." if info.get("png") else "")
     )
 
 
@@ -218,10 +218,11 @@ def write_figures(job, out_dir: str | Path, per_type: int = 16) -> dict[str, Pat
         generator, _ = champion_generator(library, t, job.train)
         generated[t] = generator.sample(per_type, generator=torch.Generator().manual_seed(0)).detach()
     real: dict[str, torch.Tensor] = {}
+    channels = next(iter(generated.values())).shape[1]  # the champions' image channels (one per job)
     for edge in job.edges:
         held = [t for t in types if t in list_images(edge.data)]
         for t, images in load_edge(edge.data, held, job.eval.holdout_fraction, job.train.image_size,
-                                   holdout=True).items():
+                                   holdout=True, channels=channels).items():
             real[t] = torch.cat([real[t], images]) if t in real else images
     out_dir = Path(out_dir)
     written = {"samples": samples_figure(real, generated, out_dir / "samples.png")}

@@ -12,6 +12,7 @@ from entgan.evaluation import metrics
 from entgan.evaluation.features import save_sample_grid
 from entgan.gan import strategies
 from entgan.gan.bundle import Bundle, BundleHeader, load_bundle, pack, save_bundle
+from entgan.gan.sampling import png_format
 from entgan.gan.strategies import FEATURES
 from entgan.job.lifecycle import Stage, State
 from entgan.job.spec import JobSpec
@@ -40,10 +41,11 @@ def gate(job: JobSpec, scores: dict[str, float], has_champion: bool) -> tuple[bo
 
 def deploy(ctx: TaskContext, files: DeployFiles) -> dict:
     """Register every trained type as a new version; move `champion` only past the gate."""
-    job, library, kfp_run_id = ctx.job, ctx.library, ctx.kfp_run_id
+    plan = Plan.load(files.plan)
+    job = ctx.job = plan.resolve(ctx.job)
+    library, kfp_run_id = ctx.library, ctx.kfp_run_id
     run_id = job_run(library, kfp_run_id)
     record(library, run_id, Stage.DEPLOY, State.READY, State.STARTING, State.RUNNING)
-    plan = Plan.load(files.plan)
     report = json.loads(Path(files.report).read_text())
     state = load_state(files.global_state)
     samples_dir = Path(files.samples)
@@ -69,7 +71,7 @@ def _deploy_type(ctx: TaskContext, plan: Plan, t: str, r: dict, state: dict, fol
     job, library, kfp_run_id = ctx.job, ctx.library, ctx.kfp_run_id
     folder.mkdir(parents=True, exist_ok=True)
     header = BundleHeader(kind="model", num_examples={t: plan.train_examples[t]},
-                          extra={"data_type": t, "train": job.train.model_dump()})
+                          extra={"data_type": t, "train": job.train.model_dump(), "bits": plan.bits.get(t, 8)})
     save_bundle(folder / "model.safetensors", pack(strategies.deploy_groups(state, t)), header)
     grid = save_sample_grid(strategies.load_generator(state, t, job.train), folder / "samples.png")
     library.log_files(run_id, folder, f"tasks/{t}")
@@ -82,6 +84,8 @@ def _deploy_type(ctx: TaskContext, plan: Plan, t: str, r: dict, state: dict, fol
         "entgan.strategy": job.train.strategy,
         "entgan.rounds": str(job.train.rounds),
         "entgan.edges": ",".join(edges),
+        "entgan.channels": str(job.train.image_channels),
+        "entgan.png": png_format(job.train.image_channels, plan.bits.get(t, 8)),
         "entgan.train_images": str(plan.train_examples[t]),
         "entgan.holdout_images": str(plan.holdout_examples[t]),
         "entgan.new_samples": str(plan.new_samples.get(t, plan.train_examples[t])),
@@ -97,7 +101,7 @@ def _deploy_type(ctx: TaskContext, plan: Plan, t: str, r: dict, state: dict, fol
         "entgan.gate_reason": reason,
     }
     info = {**r, "promoted": promote, "reason": reason, "parent_version": plan.start.get(t),
-            "parent_task": tags["entgan.parent_task"]}
+            "parent_task": tags["entgan.parent_task"], "png": tags["entgan.png"]}
     description = version_description(t, info, job.name, job.train.strategy, job.train.rounds, edges, kfp_run_id)
     version = library.register(t, run_id, f"tasks/{t}", tags, description=description)
     if promote and not library.promote(t, version.version, replaces=plan.start.get(t)):

@@ -57,11 +57,11 @@ class EvaluateFiles:
 
 def prepare_eval(ctx: TaskContext, files: PrepareFiles) -> None:
     """The eval stage starts: build the eval kit from the generator sets (see `entgan.evaluation.scoring`)."""
-    job = ctx.job
+    plan = Plan.load(files.plan)
+    job = ctx.job = plan.resolve(ctx.job)
     if ctx.library is not None:
         record(ctx.library, job_run(ctx.library, ctx.kfp_run_id), Stage.EVAL, State.READY, State.STARTING,
                State.RUNNING, detail="federated evaluation")
-    plan = Plan.load(files.plan)
     final, initial = load_state(files.global_state), load_state(files.initial_state)
     sets = {name: {t: strategies.load_generator(state, t, job.train) for t in plan.types}
             for name, state in (("candidate", final), ("baseline", initial))}
@@ -79,11 +79,12 @@ def eval_edge(ctx: TaskContext, files: EdgeEvalFiles) -> dict[str, int]:
     (shared by FID and precision/recall), the evaluator's accuracy, and each metric's part. No
     pixels leave the edge; the feature vectors are the embeddings, not images."""
     configure_threads()
-    job, edge = ctx.job, ctx.edge
     plan = Plan.load(files.plan)
+    job = ctx.job = plan.resolve(ctx.job)
+    edge = ctx.edge
     types = plan.assignments.get(edge, [])
     data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size,
-                     holdout=True) if types else {}
+                     holdout=True, channels=job.train.image_channels) if types else {}
     net = strategies.load_feature_net(load_state(files.global_state), len(plan.evaluator_types), job.train, job.eval)
     scorer = EdgeScoring(job, plan, load_bundle(files.kit), edge)
     with_parts = [m for m in quality_metrics.METRICS if m.edge_part is not None]
@@ -112,8 +113,9 @@ def evaluate(ctx: TaskContext, files: EvaluateFiles) -> dict[str, dict[str, floa
 
     The merged real statistics are kept (`real_stats`) so that the next run can measure how
     related a new type is to the known ones under the same feature network."""
-    job, library = ctx.job, ctx.library
     plan = Plan.load(files.plan)
+    job = ctx.job = plan.resolve(ctx.job)
+    library = ctx.library
     per_type: dict[str, list[FeatureStats]] = {}
     features: dict[str, list[torch.Tensor]] = {}
     accuracy: dict[str, list[tuple[float, int]]] = {}

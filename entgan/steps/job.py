@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from entgan.evaluation.features import feature_stats, uncertain_count
 from entgan.gan import strategies
 from entgan.gan.bundle import Bundle, BundleHeader, load_bundle, pack, save_bundle
+from entgan.gan.models import feature_net_channels
 from entgan.gan.strategies import FEATURES
 from entgan.job.data import EdgeReport, load_edge
 from entgan.job.data import inspect_edge as count_images
@@ -64,11 +65,14 @@ def create_job(ctx: TaskContext, files: CreateFiles) -> list[dict[str, str]]:
 
 
 def _evaluator_from(snapshot: Bundle, train, evaluation):
+    """The library's feature network (built for the channels it was trained on) and its types."""
     types = snapshot.header.extra["evaluator_types"]
     if not types:
         return None, []
+    features = snapshot.groups()[FEATURES]
+    train = train.model_copy(update={"channels": feature_net_channels(features)})
     net = strategies.new_feature_net(len(types), train, evaluation)
-    net.load_state_dict(snapshot.groups()[FEATURES])
+    net.load_state_dict(features)
     return net, types
 
 
@@ -83,8 +87,12 @@ def inspect_edge(ctx: TaskContext, files: InspectFiles) -> EdgeReport:
     tensors = {}
     if files.snapshot is not None:
         net, _ = _evaluator_from(load_bundle(files.snapshot), job.train, job.eval)
-        if net is not None:
-            images = load_edge(spec.data, sorted(report.types), 0.0, job.train.image_size, holdout=False)
+        # The edge's images as the evaluator reads them; of another channel count, no statistics
+        # (the plan then says what to do: entgan.steps.plan._check_library_channels).
+        channels = report.channels() if job.train.channels == "auto" else {job.train.channels}
+        if net is not None and channels == {net.image_channels}:
+            images = load_edge(spec.data, sorted(report.types), 0.0, job.train.image_size, holdout=False,
+                               channels=net.image_channels)
             for t, x in images.items():
                 tensors.update(feature_stats(net, x).as_tensors(t))
                 report.uncertain[t] = uncertain_count(net, x, job.eval.confidence)

@@ -16,8 +16,9 @@ from pathlib import Path
 from entgan.evaluation.features import FeatureStats, frechet_distance, merge_stats
 from entgan.gan import strategies
 from entgan.gan.bundle import Bundle, load_bundle
+from entgan.gan.models import feature_net_channels
 from entgan.gan.strategies import FEATURES
-from entgan.job.data import DataError, EdgeReport
+from entgan.job.data import DataError, EdgeReport, resolve_channels
 from entgan.job.lifecycle import Stage, State, evaluate_trigger, parse_clock
 from entgan.job.spec import JobSpec
 from entgan.library.outcome import TRIGGER_NOT_MET
@@ -43,6 +44,8 @@ class Plan:
     decision: str = "train"  # or "wait"
     trigger_reason: str = ""
     failed_edges: dict[str, str] = field(default_factory=dict)  # edge -> why its inspection failed
+    channels: int = 3  # image channels of every model this run trains and scores (train.channels resolved)
+    bits: dict[str, int] = field(default_factory=dict)  # type -> 16 for 16-bit grayscale data, else 8
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
@@ -53,6 +56,11 @@ class Plan:
 
     def label(self, data_type: str) -> int:
         return self.evaluator_types.index(data_type)
+
+    def resolve(self, job: JobSpec) -> JobSpec:
+        """The job with train.channels set to the data's count: what every step after the plan
+        builds, loads and scores with (`train.channels: auto` is resolved here, once)."""
+        return job.with_channels(self.channels)
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,7 @@ def make_plan(job: JobSpec, reports: list[EdgeReport]) -> Plan:
                         + "; ".join(f"{r.edge} {_counts(r)}" for r in reports))
     assignments = {r.edge: [t for t in types if t in r.types and r.types[t].train > 0] for r in reports}
     uncertain = {t: sum(r.uncertain.get(t, 0) for r in reports) for t in seen}
+    channels, bits = resolve_channels(job.train.channels, reports, [t for t in wanted if t in seen])
     return Plan(
         types,
         assignments,
@@ -97,6 +106,8 @@ def make_plan(job: JobSpec, reports: list[EdgeReport]) -> Plan:
         {t: held_n[t] for t in types},
         skipped=skipped,
         uncertain={t: n for t, n in uncertain.items() if n},
+        channels=channels,
+        bits={t: bits[t] for t in types},
     )
 
 
@@ -184,6 +195,10 @@ def plan_job(ctx: TaskContext, files: PlanFiles, now: dt.time | None = None) -> 
         save_state(files.global_state, {}, round_=0, types=[])
         return plan
     _require_training_edges(quorum, plan, reports)
+    _check_library_channels(plan, snapshot, ctx.library)
+    ctx.job = plan.resolve(job)
+    log(f"images: {plan.channels} channel(s) (train.channels: {job.train.channels})"
+        + "".join(f"; {t} is 16-bit" for t, b in sorted(plan.bits.items()) if b == 16))
     state = _starting_state(ctx, plan, snapshot, bundles, known_types)
     for t, why in plan.skipped.items():
         log(f"type {t} not trained: {why}")
@@ -193,6 +208,20 @@ def plan_job(ctx: TaskContext, files: PlanFiles, now: dt.time | None = None) -> 
     save_state(files.global_state, state, round_=0, types=plan.types)
     record(library, run_id, Stage.TRAIN, State.READY, State.STARTING, detail=plan.trigger_reason)
     return plan
+
+
+def _check_library_channels(plan: Plan, snapshot: Bundle, library) -> None:
+    """A job's registered models (its evaluator, and the champions trained with it) have one
+    channel count; data of the other kind cannot continue them."""
+    features = snapshot.groups().get(FEATURES)
+    if not features:
+        return
+    registered = feature_net_channels(features)
+    if registered != plan.channels:
+        where = library.model_name("evaluator") if library is not None else "the task library"
+        raise DataError(f"this run's images are {plan.channels}-channel but the job's registered models ({where} "
+                        f"and its champions) are {registered}-channel; set train.channels: {registered} to convert "
+                        "the images as they are read, or train the new kind of images under a new job name")
 
 
 def _counts(report: EdgeReport) -> str:

@@ -35,11 +35,13 @@ class AggregateFiles:
 def train_edge(ctx: TaskContext, files: TrainFiles) -> EdgeUpdate:
     """An edge's round: train its types from the global state, write its update bundle."""
     configure_threads()
-    job, edge, round_ = ctx.job, ctx.edge, ctx.round
     plan = Plan.load(files.plan)
+    job = ctx.job = plan.resolve(ctx.job)
+    edge, round_ = ctx.edge, ctx.round
     types = plan.assignments.get(edge, [])
+    # an edge left out at inspection sends an empty update
     data = load_edge(job.edge(edge).data, types, job.eval.holdout_fraction, job.train.image_size,
-                     holdout=False) if types else {}  # an edge left out at inspection sends an empty update
+                     holdout=False, channels=job.train.image_channels) if types else {}
     state = load_state(files.global_state)
     if types:
         log(f"{edge} round {round_}/{job.train.rounds}: {strategies.describe_device(job.train)}")
@@ -79,8 +81,9 @@ def aggregate(ctx: TaskContext, files: AggregateFiles) -> dict[str, float]:
     """The cloud's round: verify and aggregate the edges' updates into the next global state.
 
     Round 1 marks the train stage Running; the last round marks it Completed."""
-    job, library, round_ = ctx.job, ctx.library, ctx.round
     plan = Plan.load(files.plan)
+    job = ctx.job = plan.resolve(ctx.job)
+    library, round_ = ctx.library, ctx.round
     run_id = job_run(library, ctx.kfp_run_id) if library is not None else None
     if library is not None and round_ == 1:
         record(library, run_id, Stage.TRAIN, State.RUNNING, detail="edge updates of round 1 arrived")
