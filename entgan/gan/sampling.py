@@ -112,12 +112,10 @@ def generator_from_bundle(bundle: Bundle, data_type: str, train: TrainSpec, wher
         )
     saved = bundle.header.extra.get("train")
     if isinstance(saved, dict):  # only the shape fields: other TrainSpec fields may have changed since
-from entgan.gan.strategies import new_generator
-from entgan.job.data import to_uint8, to_uint16
-from entgan.job.spec import TrainSpec
-
-# the TrainSpec fields that shape a Generator
-ARCHITECTURE = ("latent_dim", "width", "image_size", "channels", "architecture")
+        # bundles saved before `channels` and `architecture` existed hold RGB DCGANs
+        shape = {"channels": 3, "architecture": "dcgan", **{k: saved[k] for k in ARCHITECTURE if k in saved}}
+        train = TrainSpec.model_validate({**train.model_dump(), **shape})
+    generator = new_generator(train)
     try:
         generator.load_state_dict(groups[group])
     except RuntimeError as err:
