@@ -186,7 +186,7 @@ def test_efficiency_compares_the_two_recipes_back_to_back(results):
         assert _positive(c["step"]["gflop"]) and _positive(c["step"]["ms"]) and _positive(c["step"]["sgemm_gflops"])
         cpus = [p["train_cpu_s"] for p in c["curve"]]
         assert len(cpus) == e["recipes"]["old"]["rounds"] and all(b > a for a, b in zip(cpus, cpus[1:]))
-    assert new["step"]["gflop"] < old["step"]["gflop"]  # the new recipe's D is narrower
+    assert new["step"]["gflop"] < old["step"]["gflop"]  # the candidate's batch is smaller
     row = next(r for r in data["summary"] if r["figure"].startswith("10."))
     assert row["met"] == e["target"]["met"] and f"{e['cpu_ratio']:.2f}x" in row["measured"]
 
