@@ -326,3 +326,43 @@ def test_the_generate_component_outputs_an_image_folder_dataset_traced_in_mlflow
         [library.client.get_experiment_by_name("entgan-demo-synthetic").experiment_id],
         filter_string=f"params.location = '{images.uri}'")
     assert len(runs) == 1 and runs[0].data.params["generator.table"] == "entgan-demo-table/1"
+
+
+# entgan 0.1's code file (a578639: entgan/mlflow_model_code.py), as MLflow copied it into every version
+# registered before the package layout: it names `entgan.mlflow_model`, a path that must keep working.
+CODE_FILE_0_1 = '''"""The code of every registered EntGAN generator version (MLflow "models from code").
+
+MLflow copies this file into each version's artifacts and runs it on load: it names the model
+class, nothing is unpickled. The weights are the version's `model.safetensors` artifact.
+"""
+
+from mlflow.models import set_model
+
+from entgan.mlflow_model import GeneratorModel
+
+set_model(GeneratorModel())
+'''
+
+
+def test_a_version_registered_before_the_package_layout_loads_with_mlflow_pyfunc(demo, tmp_path):
+    """The champion's model as entgan 0.1 stored it (its code file `mlflow_model_code.py` importing
+    `entgan.mlflow_model`), loaded with `mlflow.pyfunc` in a fresh Python: the same images."""
+    job, _, _ = demo
+    # Prepare: the champion's artifacts with 0.1's code file in place of today's
+    with _tracking(job):
+        folder = Path(mlflow.artifacts.download_artifacts(CHAMPION_URI, dst_path=str(tmp_path / "model")))
+    (folder / "pyfunc_code.py").unlink()
+    (folder / "mlflow_model_code.py").write_text(CODE_FILE_0_1)
+    mlmodel = (folder / "MLmodel").read_text()
+    assert "pyfunc_code.py" in mlmodel
+    (folder / "MLmodel").write_text(mlmodel.replace("pyfunc_code.py", "mlflow_model_code.py"))
+
+    # Execute
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(folder)], env=_env(job),
+                          capture_output=True, text=True, timeout=hang_guard(300))
+    written = generate(job, ["box"], 3, tmp_path / "out", seed=5)
+
+    # Assert
+    assert done.returncode == 0, done.stderr[-3000:]
+    reply = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [base64.b64decode(p) for p in reply["pngs"]] == [p.read_bytes() for p in written["box"]]

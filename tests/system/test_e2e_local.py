@@ -31,7 +31,9 @@ def runs(demo_edges, tmp_path_factory):
     shutil.copytree(demo_edges / "edges", root / "edges")
     data = tiny_job_dict(root, ["edge-1", "edge-2", "edge-3", "edge-4"])
     job = parse_job(data)
+    pairs = sum(1 for edge in (root / "edges").iterdir() for t in edge.iterdir() if t.is_dir())  # (edge, type)
     first = run_local(job)
+    first["expected_steps"] = pairs * job.train.rounds * job.train.local_steps
     materialize_demo(root / "edges", {"edge-2": {"pillar": 1.0}}, per_type=24)
     second = run_local(job)
     waiting_job = parse_job({**data, "trigger": {"operator": "ge", "threshold": 1000}})
@@ -54,6 +56,10 @@ def test_first_run_registers_and_deploys_every_type(runs):
         assert Image.open(info["grid"]).mode == "RGB"
     text = format_summary(first)
     assert "FID before" in text and all(t in text for t in TYPES)
+    # every edge's training CPU and D+G steps reach the summary and its last line, with the machine
+    assert first["train_cpu"]["steps"] == first["expected_steps"] and first["train_cpu"]["cpu_s"] > 0
+    line = next(x for x in text.splitlines() if x.startswith("train CPU: "))
+    assert f"for {first['expected_steps']} D+G steps = " in line and " ms per step on " in line and "cores" in line
     assert "C2ST [95%]" in text.splitlines()[0] and "KID random" in text.splitlines()[0]  # issue 15's readings
 
 
