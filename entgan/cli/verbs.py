@@ -84,7 +84,7 @@ def generate(job: JobSpec, types: list[str] | None, n: int, out: str | Path, see
     library = library_for(job)
     if not isinstance(job.data_types, list):
         _check_types(job, types, library.known_types())
-    written = generate_from_library(library, job.train, types, n, Path(out).expanduser(), seed)
+    written = generate_from_library(library, job.train, list(types or []) or None, n, Path(out).expanduser(), seed)
     for t, files in written.items():
         print(f"{t}: {len(files)} images in {Path(out) / t}")
     return written
@@ -129,7 +129,7 @@ def format_summary(summary: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines += [f"NO CHAMPION for {r.data_type}: its first version {r.version} failed the gate (above); it is "
-              f"registered but not deployed, so `entgan generate {r.data_type}` has nothing to serve yet"
+              f"registered but not deployed, so `entgan generate --type {r.data_type}` has nothing to serve yet"
               for r in shown if r.champion == "-"]
     lines += ["", "sample grids:"] + [f"  {t}: {i['grid']}" for t, i in sorted(summary["types"].items())]
     lines += [f"figure ({name.replace('_', ' ')}): {path}" for name, path in summary.get("figures", {}).items()]
