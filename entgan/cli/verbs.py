@@ -42,6 +42,8 @@ from entgan.job.data import DEMO_SPLIT, DataError, materialize_demo, materialize
 from entgan.job.redact import redact
 from entgan.job.spec import JobError, JobSpec, load_job
 from entgan.job.storage import StorageError
+from entgan.job.user_input import check_outside_edges
+from entgan.library.registry import RegistryError
 from entgan.library.server_check import TrackingServerUnreachable
 from entgan.local.kfp_output import TaskFailed, thread_safe_kfp_logging
 from entgan.local.run import compile_pipeline, latest_summary, preflight, run_local
@@ -78,6 +80,7 @@ def generate(job: JobSpec, types: list[str] | None, n: int, out: str | Path, see
 
     GenerateOptions(job="", out=str(out), types=list(types or []), n=n, seed=seed)
     job = job.with_local_paths(Path.cwd())
+    check_outside_edges(out, "--out", [(e.name, e.data) for e in job.edges])
     if isinstance(job.data_types, list):  # the job lists its types: no server needed to check --type
         _check_types(job, types, job.data_types)
     preflight(job)
@@ -360,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("error: interrupted; run the command again to start over", file=sys.stderr)
         return 130
-    except (JobError, DataError, CliError, KfpError, PipelineTooLarge, StorageError, LookupError, TrackingServerUnreachable) as err:
+    except (JobError, DataError, CliError, KfpError, PipelineTooLarge, StorageError, LookupError, RegistryError,
+            TrackingServerUnreachable) as err:
         if args.debug:
             if isinstance(err, TaskFailed):
                 print(err.log, file=sys.stderr)

@@ -31,12 +31,12 @@ def driver_env():
             os.environ[DRIVER_ENV] = previous
 
 
-def _our_run(library, started: float):
-    """This process's run: tagged with our driver id, else the newest one started since `started`."""
+def our_run(library, started: float):
+    """This process's run started since `started`: tagged with our driver id (or untagged), the
+    newest such; another process's run is never taken for ours."""
     me = f"{socket.gethostname()}:{os.getpid()}"
-    for run in library.recent_runs(5):
-        if run.data.tags.get(DRIVER_TAG) == me or (
-                DRIVER_TAG not in run.data.tags and run.info.start_time / 1000 >= started - 1):
+    for run in library.recent_runs(10):
+        if run.data.tags.get(DRIVER_TAG, me) == me and run.info.start_time / 1000 >= started - 1:
             return run
     return None
 
@@ -62,7 +62,7 @@ def close_interrupted_run(job, started: float) -> str:
 
     try:
         library = library_for(job)
-        run = _our_run(library, started)
+        run = our_run(library, started)
         if run is None:
             return "interrupted before the pipeline opened a run; nothing was recorded. Run it again to start over"
         run_id = run.info.run_id

@@ -52,9 +52,36 @@ def _state_dir(job: JobSpec) -> Path:
 
 
 def preflight(job: JobSpec) -> None:
-    """Before anything waits on the task library: its server answers (bounded, announced)."""
+    """Before anything waits on the task library: its server answers (bounded, announced), or
+    its embedded store in state_dir can be opened."""
     bound_client_retries()
     check_tracking_server(job.tracking_uri)
+    check_embedded_store(job)
+
+
+def check_embedded_store(job: JobSpec) -> None:
+    """An embedded store (`sqlite:///<state_dir>/mlflow.db`) that exists must be readable; one
+    that does not yet must be creatable (else MLflow waits minutes, then fails on the path)."""
+    prefix = "sqlite:///"
+    if not job.tracking_uri.startswith(prefix):
+        return
+    db = Path(job.tracking_uri[len(prefix):])
+    if db.is_file():
+        if not os.access(db, os.R_OK):
+            raise CliError(f"state_dir {db.parent}: its MLflow store {db} cannot be read; give yourself read "
+                           "access or set state_dir in the job file to the folder you ran the job with")
+        return
+    if db.exists():
+        raise CliError(f"state_dir {db.parent}: {db} is not a file (it should be the job's MLflow store); "
+                       "move it away or set state_dir in the job file to another folder")
+    folder = _state_dir(job) if db.parent == Path(job.state_dir).resolve() else db.parent
+    try:  # the store is created on first use: the folder must take a new file
+        probe = folder / ".entgan-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise CliError(f"state_dir {folder} cannot hold the job's MLflow store ({err.strerror or err}); set "
+                       "state_dir in the job file to a folder you can write") from None
 
 
 @contextlib.contextmanager
@@ -80,12 +107,21 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fre
     On Ctrl-C or SIGTERM the stage in progress is recorded Failed ("interrupted") and the MLflow
     run ends KILLED (`entgan.local.interrupted`).
     """
+    from entgan.local.lock import state_dir_lock
+
+    job = job.with_local_paths(base or Path.cwd())
+    check_tracking_server(job.tracking_uri)  # before anything is written
+    bound_client_retries()
+    state_dir = _state_dir(job)
+    with state_dir_lock(state_dir, job.name):  # one run at a time on a state_dir
+        check_embedded_store(job)
+        return _run_locked(job, state_dir, verbose, fresh_processes)
+
+
+def _run_locked(job: JobSpec, state_dir: Path, verbose: bool, fresh_processes: bool) -> dict:
     from entgan.local import forkserver
     from entgan.local.interrupted import close_interrupted_run, driver_env
 
-    job = job.with_local_paths(base or Path.cwd())
-    preflight(job)  # before anything is written
-    state_dir = _state_dir(job)
     # Two edge tasks run at once locally; give each one core's worth of threads.
     os.environ.setdefault("ENTGAN_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     started = time.time()
@@ -95,13 +131,13 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fre
         if forkserver.enabled() and not fresh_processes:  # it starts importing now, while we compile
             stack.enter_context(forkserver.serving())
         try:
-            return _run_compiled(job, state_dir, verbose)
+            return _run_compiled(job, state_dir, verbose, started)
         except KeyboardInterrupt:
             stack.close()  # the tasks have stopped: nothing writes the record after this
             raise CliError(close_interrupted_run(job, started)) from None
 
 
-def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
+def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool, started_at: float) -> dict:
     import kfp.local
     import yaml
     from kfp import components
@@ -134,7 +170,7 @@ def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
         raise quiet.failure(err) from err
     finally:
         progress.close()
-    summary = latest_summary(job)
+    summary = latest_summary(job, started_at)
     summary["seconds"] = time.perf_counter() - started
     grids = copy_samples(summary, state_dir / "samples")
     for t, path in grids.items():
@@ -144,16 +180,18 @@ def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
     return summary
 
 
-def latest_summary(job: JobSpec) -> dict:
-    """The summary of the job's newest run from the task library; a run that waited (trigger
-    not met) has no types and says why."""
+def latest_summary(job: JobSpec, started: float | None = None) -> dict:
+    """The summary of the job's run from the task library: with `started`, the run this process
+    started since then (tagged with its driver id; never another process's newer run), else the
+    newest. A run that waited (trigger not met) has no types and says why."""
     from entgan.library.registry import library_for
+    from entgan.local.interrupted import our_run
 
     library = library_for(job)
-    runs = library.recent_runs(1)
-    if not runs:
-        raise CliError(f"job {job.name!r} has no run in {job.tracking_uri}")
-    run_id = runs[0].info.run_id
+    run = our_run(library, started) if started is not None else next(iter(library.recent_runs(1)), None)
+    if run is None:
+        raise CliError(f"job {job.name!r} has no run of this process in {job.tracking_uri}")
+    run_id = run.info.run_id
     summary = library.read_json(run_id, "summary.json") or {"job": job.name, "types": {}, "mlflow_run_id": run_id}
     summary["states"] = [c.to_json() for c in library.states(run_id)]
     waiting = [c for c in library.states(run_id) if c.stage.value == "train" and c.detail.startswith("trigger")]
