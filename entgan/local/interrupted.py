@@ -3,6 +3,7 @@
 `entgan run` sets ENTGAN_DRIVER ("<host>:<pid>") for its tasks, which tag the MLflow run with it.
 When the run is interrupted, `close_interrupted_run` records the stage in progress as Failed
 ("interrupted"), reports a half-finished deploy per type, and ends the MLflow run as KILLED.
+`stop_on_interrupt` makes the interruption stop the run at once (no task retried after it).
 `mark_stale` shows a run that is still RUNNING but whose `entgan run` process is gone (killed
 with -9, a crashed machine) as STALE in `entgan status`.
 """
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 
-from entgan.job.lifecycle import DRIVER_ENV, DRIVER_TAG, Stage, driver_gone, interrupted_changes
+from entgan.job.lifecycle import DRIVER_ENV, DRIVER_TAG, TYPES_TAG, Stage, driver_gone, interrupted_changes
 
 
 @contextlib.contextmanager
@@ -31,6 +35,62 @@ def driver_env():
             os.environ[DRIVER_ENV] = previous
 
 
+class _RetryClock:
+    """The `time` module as kfp.local's task executor sees it, with the retry back-off
+    (`time.sleep`) cut short once the run is interrupted."""
+
+    def __init__(self, stopped: threading.Event) -> None:
+        self._stopped = stopped
+
+    def sleep(self, seconds: float) -> None:
+        self._stopped.wait(seconds)
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(on_stop=()):
+    """While inside, Ctrl-C or SIGTERM stops the run within moments whatever the pipeline's retry
+    policy: no task starts after it (kfp.local would retry the interrupted tasks after their
+    back-off, 30 s, and train them to the end while `entgan run` waits for its threads), the
+    back-off ends at once, each `on_stop()` runs (e.g. stopping the tasks that SIGTERM did not
+    reach), and KeyboardInterrupt is raised in the main thread. A SIGINT that was ignored when
+    `entgan run` started (a background job of a script) stays ignored."""
+    from kfp.local import subprocess_task_handler as handler
+    from kfp.local.orchestrator import task_executor
+
+    stopped = threading.Event()
+    start_task, clock = handler.run_local_subprocess, task_executor.time
+
+    def run_local_subprocess(full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
+        if stopped.is_set():
+            print("[entgan] interrupted: no task starts (and none is retried) after Ctrl-C or SIGTERM",
+                  file=sys.stderr)
+            return 130
+        return start_task(full_command=full_command, env_vars=env_vars)
+
+    def interrupt(signum, frame):
+        stopped.set()
+        for stop in on_stop:
+            stop()
+        raise KeyboardInterrupt
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, interrupt)
+    handler.run_local_subprocess, task_executor.time = run_local_subprocess, _RetryClock(stopped)
+    try:
+        yield stopped
+    finally:
+        stopped.set()  # threads kfp.local left behind start nothing more
+        handler.run_local_subprocess, task_executor.time = start_task, clock
+        for signum, before in previous.items():
+            signal.signal(signum, before)
+
+
 def our_run(library, started: float):
     """This process's run started since `started`: tagged with our driver id (or untagged), the
     newest such; another process's run is never taken for ours."""
@@ -42,9 +102,11 @@ def our_run(library, started: float):
 
 
 def deploy_by_type(library, run_id: str) -> str:
-    """Per type, how far deploy got for this run: promoted, registered only, or nothing."""
+    """Per type the run trained (and every type the library knows), how far deploy got for this
+    run: promoted, registered only, or nothing."""
+    trained = [t for t in library.run_tags(run_id).get(TYPES_TAG, "").split(",") if t]
     parts = []
-    for data_type in library.known_types():
+    for data_type in sorted(set(library.known_types()) | set(trained)):
         mine = [v for v in library.versions(data_type) if v.run_id == run_id]
         champion = library.champion(data_type)
         if not mine:

@@ -1,17 +1,18 @@
 """`entgan run` on this machine: compile the job's pipeline and run that YAML with kfp.local.
 
-Before anything starts: the state folder is writable and the task library's server answers
-(`entgan.library.server_check`). While it runs: SIGTERM acts as Ctrl-C, and either one records the
-run as interrupted (`entgan.local.interrupted`) instead of leaving it RUNNING.
+Before anything starts: the state folder is writable, the task library's server answers
+(`entgan.library.server_check`) and no other `entgan run` holds the state folder
+(`entgan.local.lock`). While it runs: SIGTERM acts as Ctrl-C, and either one stops the run at once
+(no task is retried after it) and records it as interrupted (`entgan.local.interrupted`) instead
+of leaving it RUNNING. Temporary files go to a folder of the run's, removed at the end
+(`entgan.local.scratch`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -84,19 +85,6 @@ def check_embedded_store(job: JobSpec) -> None:
                        "state_dir in the job file to a folder you can write") from None
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (a `kill`, a CI runner stopping) ends a run the way Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fresh_processes: bool = False) -> dict:
     """Compile the job's pipeline and run that YAML with kfp.local (one process per task).
 
@@ -120,16 +108,19 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fre
 
 def _run_locked(job: JobSpec, state_dir: Path, verbose: bool, fresh_processes: bool) -> dict:
     from entgan.local import forkserver
-    from entgan.local.interrupted import close_interrupted_run, driver_env
+    from entgan.local.interrupted import close_interrupted_run, driver_env, stop_on_interrupt
+    from entgan.local.scratch import run_scratch
 
     # Two edge tasks run at once locally; give each one core's worth of threads.
     os.environ.setdefault("ENTGAN_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     started = time.time()
     with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(run_scratch())  # temporary files of the run and its tasks, removed at the end
         stack.enter_context(driver_env())  # tags the run with this process, for `status`
-        stack.enter_context(_sigterm_as_interrupt())
+        stopping = []
         if forkserver.enabled() and not fresh_processes:  # it starts importing now, while we compile
-            stack.enter_context(forkserver.serving())
+            stopping.append(stack.enter_context(forkserver.serving(folder_in=scratch.parent)).stop_tasks)
+        stack.enter_context(stop_on_interrupt(stopping))  # Ctrl-C / SIGTERM: stop now, retry nothing
         try:
             return _run_compiled(job, state_dir, verbose, started)
         except KeyboardInterrupt:
