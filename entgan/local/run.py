@@ -75,14 +75,16 @@ def check_embedded_store(job: JobSpec) -> None:
     if db.exists():
         raise CliError(f"state_dir {db.parent}: {db} is not a file (it should be the job's MLflow store); "
                        "move it away or set state_dir in the job file to another folder")
-    folder = _state_dir(job) if db.parent == Path(job.state_dir).resolve() else db.parent
-    try:  # the store is created on first use: the folder must take a new file
-        probe = folder / ".entgan-write-test"
+    if db.parent == Path(job.state_dir).resolve():
+        _state_dir(job)  # the store is created on first use: state_dir must exist and take a new file
+        return
+    try:  # a store of the user's choosing elsewhere: its folder must take a new file
+        probe = db.parent / ".entgan-write-test"
         probe.touch()
         probe.unlink()
     except OSError as err:
-        raise CliError(f"state_dir {folder} cannot hold the job's MLflow store ({err.strerror or err}); set "
-                       "state_dir in the job file to a folder you can write") from None
+        raise CliError(f"mlflow_tracking_uri {job.tracking_uri}: {db.parent} cannot hold a new MLflow store "
+                       f"({err.strerror or err}); point it at a folder you can write") from None
 
 
 def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fresh_processes: bool = False) -> dict:
