@@ -5,7 +5,7 @@ point, in a fresh folder laid out like a clone (issue 26: the README's `entgan g
 
 Each document's runnable lines form one bash script (in document order, `set -e`), run in that
 folder with the venv NOT on PATH (the documents must say how to get it there). Substitutions,
-all here: `jobs/demo.yaml` is a tiny demo job (2 edges, 1 round, a few steps, a few evaluation steps); `make run` is its
+all here: `jobs/demo.yaml` is a tiny demo job (1 edge, 1 round, a few steps, a few evaluation steps); `make run` is its
 Makefile recipe, with `--per-type 24` demo images; `-n 1000` is `-n 3`; port 5001 is a free port;
 `mlflow models serve` runs in the background until the script ends, and the test waits for it
 and asks it for 4 images. Lines that need a cluster, a KFP host, docker or minutes of benchmarks
@@ -146,7 +146,7 @@ def clone(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("clone")
     (root / ".venv").symlink_to(sys.prefix)
     demo = yaml.safe_load((REPO / "jobs" / "demo.yaml").read_text())
-    demo.update(edges=demo["edges"][:2], train={**TINY_TRAIN, "rounds": 1},
+    demo.update(edges=demo["edges"][:1], train={**TINY_TRAIN, "rounds": 1},  # edge-1: box and table
                 eval={**TINY_EVAL, "cas_steps": 2, "cas_seeds": 1}, deploy=dict(TINY_DEPLOY))
     (root / "jobs").mkdir()
     (root / "jobs" / "demo.yaml").write_text(yaml.safe_dump(demo, sort_keys=False))
