@@ -92,11 +92,13 @@ def stop_on_interrupt(on_stop=()):
 
 
 def our_run(library, started: float):
-    """This process's run started since `started`: tagged with our driver id (or untagged), the
-    newest such; another process's run is never taken for ours."""
+    """This process's newest run: tagged with our driver id, else an untagged one started since
+    `started` (the server's clock may differ from ours: the tag comes first); another process's
+    run is never taken for ours."""
     me = f"{socket.gethostname()}:{os.getpid()}"
     for run in library.recent_runs(10):
-        if run.data.tags.get(DRIVER_TAG, me) == me and run.info.start_time / 1000 >= started - 1:
+        tag = run.data.tags.get(DRIVER_TAG)
+        if tag == me or (tag is None and run.info.start_time / 1000 >= started - 1):
             return run
     return None
 
