@@ -29,7 +29,6 @@ import pytest
 import yaml
 
 from tests.conftest import TINY_DEPLOY, TINY_EVAL, TINY_TRAIN, hang_guard
-from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
