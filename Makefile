@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JOB    ?= jobs/demo.yaml
 UI_PORT ?= 5000
+# MLflow's usage telemetry stays off for every tool a target runs (mlflow ui too) unless you set it:
+# `make ui MLFLOW_DISABLE_TELEMETRY=false` (docs/use-a-generator.md).
+MLFLOW_DISABLE_TELEMETRY ?= true
+export MLFLOW_DISABLE_TELEMETRY
 
 .PHONY: install run test compile ui clean help lifelong browser figures bench bench-quick
 

@@ -10,7 +10,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/mlflow/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    MLFLOW_DISABLE_TELEMETRY=true
 COPY requirements.lock /tmp/requirements.lock
 RUN python -m venv /opt/mlflow \
  && pip install -c /tmp/requirements.lock mlflow==3.17.2 boto3==1.44.5 psycopg2-binary==2.9.13 \

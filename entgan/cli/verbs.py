@@ -43,6 +43,8 @@ from entgan.job.machine import machine_line
 from entgan.job.redact import redact
 from entgan.job.spec import JobError, JobSpec, load_job
 from entgan.job.storage import StorageError
+from entgan.job.user_input import check_outside_edges
+from entgan.library.registry import RegistryError
 from entgan.library.server_check import TrackingServerUnreachable
 from entgan.local.kfp_output import TaskFailed, thread_safe_kfp_logging
 from entgan.local.run import compile_pipeline, latest_summary, preflight, run_local
@@ -79,13 +81,14 @@ def generate(job: JobSpec, types: list[str] | None, n: int, out: str | Path, see
 
     GenerateOptions(job="", out=str(out), types=list(types or []), n=n, seed=seed)
     job = job.with_local_paths(Path.cwd())
+    check_outside_edges(out, "--out", [(e.name, e.data) for e in job.edges])
     if isinstance(job.data_types, list):  # the job lists its types: no server needed to check --type
         _check_types(job, types, job.data_types)
     preflight(job)
     library = library_for(job)
     if not isinstance(job.data_types, list):
         _check_types(job, types, library.known_types())
-    written = generate_from_library(library, job.train, types, n, Path(out).expanduser(), seed)
+    written = generate_from_library(library, job.train, list(types or []) or None, n, Path(out).expanduser(), seed)
     for t, files in written.items():
         print(f"{t}: {len(files)} images in {Path(out) / t}")
     return written
@@ -130,7 +133,7 @@ def format_summary(summary: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines += [f"NO CHAMPION for {r.data_type}: its first version {r.version} failed the gate (above); it is "
-              f"registered but not deployed, so `entgan generate {r.data_type}` has nothing to serve yet"
+              f"registered but not deployed, so `entgan generate --type {r.data_type}` has nothing to serve yet"
               for r in shown if r.champion == "-"]
     lines += ["", "sample grids:"] + [f"  {t}: {i['grid']}" for t, i in sorted(summary["types"].items())]
     lines += [f"figure ({name.replace('_', ' ')}): {path}" for name, path in summary.get("figures", {}).items()]
@@ -365,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("error: interrupted; run the command again to start over", file=sys.stderr)
         return 130
-    except (JobError, DataError, CliError, KfpError, PipelineTooLarge, StorageError, LookupError, TrackingServerUnreachable) as err:
+    except (JobError, DataError, CliError, KfpError, PipelineTooLarge, StorageError, LookupError, RegistryError,
+            TrackingServerUnreachable) as err:
         if args.debug:
             if isinstance(err, TaskFailed):
                 print(err.log, file=sys.stderr)

@@ -209,6 +209,7 @@ def interrupted_changes(history: list[StateChange], at: float, detail: str = "in
 
 DRIVER_ENV = "ENTGAN_DRIVER"  # "<host>:<pid>" of the `entgan run` process, set for its tasks
 DRIVER_TAG = "entgan.driver"
+TYPES_TAG = "entgan.types"  # the types a run trains (comma-separated), tagged by the plan
 
 
 def driver_tags() -> dict[str, str]:

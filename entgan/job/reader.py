@@ -74,6 +74,40 @@ def check_tracking_uri(uri: str) -> str:
                          "sqlite:///path/mlflow.db (or leave it out for a store in state_dir)")
     return no_credentials(uri, "mlflow_tracking_uri")
 
+def check_kept_apart(edges: list[tuple[str, str]], state_dir: str) -> None:
+    """ValueError when two edges would read the same images (the same folder, or the same type
+    folder through a symlink) or when state_dir lies in an edge's data folder (its samples/ and
+    figures/ would be read as data types). `edges`: (name, data) pairs."""
+    seen: dict[str, str] = {}
+    for name, data in edges:
+        where = same_place(data)
+        if where in seen:
+            raise ValueError(f"edges {seen[where]!r} and {name!r} read the same folder {where}; their images "
+                             "would be counted twice: give each edge its own data folder")
+        seen[where] = name
+    local = [(name, Path(data)) for name, data in edges if "://" not in data]
+    state = Path(same_place(state_dir))
+    for name, data in local:
+        root = data.resolve()
+        if state == root or root in state.parents:
+            raise ValueError(f"state_dir {state} is inside the data folder {root} of edge {name!r}; its samples/ "
+                             "and figures/ would be read as data types: set state_dir to a folder outside every "
+                             "edge's data")
+    types: dict[Path, tuple[str, Path]] = {}
+    for name, data in local:
+        try:
+            folders = [p for p in data.iterdir() if not p.name.startswith(".") and p.is_dir()]
+        except OSError:  # not there (yet) or not readable: inspection says so
+            continue
+        for folder in sorted(folders):
+            real = folder.resolve()
+            other = types.setdefault(real, (name, folder))
+            if other[0] != name:
+                raise ValueError(f"edges {other[0]!r} and {name!r} read the same type folder {real} ({other[1]} and "
+                                 f"{folder}, a symlink); its images would be counted twice: give each edge its own "
+                                 "images, not a link to another edge's")
+
+
 def same_place(data: str) -> str:
     """Where an edge's data really is: a local folder resolved (relative paths from the working
     directory, symlinks followed), a URI with its trailing '/' removed."""
@@ -85,7 +119,8 @@ def same_place(data: str) -> str:
 _FIXES = {
     **dict.fromkeys(("greater_than", "greater_than_equal", "less_than", "less_than_equal"), "change the value"),
     **dict.fromkeys(("int_parsing", "int_type", "int_from_float"), "write a whole number"),
-    **dict.fromkeys(("float_parsing", "float_type", "finite_number"), "write a number"),
+    **dict.fromkeys(("float_parsing", "float_type"), "write a number"),
+    "finite_number": "write a number, not .nan or .inf",
     **dict.fromkeys(("string_type", "bool_type", "bool_parsing", "dict_type", "list_type", "model_type",
                      "tuple_type"), "write a value of that type"),
     "too_short": "add entries",

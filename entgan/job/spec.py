@@ -17,12 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from entgan.job.reader import (
     JobError,
     UniqueKeyLoader,
+    check_kept_apart,
     check_local_folder,
     check_tracking_uri,
     describe_errors,
     expand_path,
     no_credentials,
-    same_place,
 )
 
 __all__ = ["AUGMENTATIONS", "DEFAULT_IMAGE", "EDGE_LABEL", "NAME_HINT", "NAME_PATTERN", "DeploySpec", "EdgeSpec",
@@ -38,7 +38,7 @@ AUGMENTATIONS = ("color", "translation", "cutout")  # train.augment; see entgan.
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .nan and .inf are refused
 
 
 def _check_name(value: str, what: str) -> str:
@@ -368,13 +368,7 @@ class JobSpec(_Strict):
                 f"train.min_edges is {self.train.min_edges} but the job has only "
                 f"{len(self.edges)} edges; lower min_edges or add edges"
             )
-        seen: dict[str, str] = {}
-        for e in self.edges:
-            where = same_place(e.data)
-            if where in seen:
-                raise ValueError(f"edges {seen[where]!r} and {e.name!r} read the same folder {where}; their images "
-                                 "would be counted twice: give each edge its own data folder")
-            seen[where] = e.name
+        check_kept_apart([(e.name, e.data) for e in self.edges], self.state_dir)
         return self
 
     @property

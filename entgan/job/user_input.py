@@ -26,3 +26,17 @@ def check_output_path(value: str | Path, flag: str, is_folder: bool, holds: str 
             if not os.access(above, os.W_OK | os.X_OK):
                 raise CliError(f"{flag} {value}: the folder {above} is not writable; choose a path you can write")
             return
+
+
+def check_outside_edges(value: str | Path, flag: str, edges: list[tuple[str, str]]) -> None:
+    """CliError if the output folder `value` is an edge's data folder or lies inside one (synthetic
+    images there would be read as real ones by the next run). `edges`: (name, data) pairs."""
+    out = Path(value).expanduser().resolve()
+    for name, data in edges:
+        if "://" in data:
+            continue
+        root = Path(data).expanduser().resolve()
+        if out == root or root in out.parents:
+            raise CliError(f"{flag} {value} is inside the data folder {root} of edge {name!r}; the next run would "
+                           "train on the synthetic images as real ones: write them to a folder outside every "
+                           "edge's data")

@@ -92,12 +92,23 @@ def champion_model(library: TaskLibrary, data_type: str, train: TrainSpec) -> tu
     """(generator, version, bits of its PNGs) of a type's current champion (see `champion_generator`)."""
     version = library.champion(data_type)
     if version is None:
-        raise NoChampionError(
-            f"type {data_type!r} has no champion in {library.model_name(data_type)} yet; run the job first"
-        )
+        raise NoChampionError(no_champion_message(library, data_type))
     where = f"{version.name} v{version.version}"
     bundle = library.load(version)
     return generator_from_bundle(bundle, data_type, train, where=where), version, bundle_bits(bundle)
+
+
+def no_champion_message(library: TaskLibrary, data_type: str) -> str:
+    """Why a type has no champion: never registered (run the job), or registered and kept out by
+    the deploy gate (its reasons, and what to do)."""
+    name = library.model_name(data_type)
+    latest = library.latest_version(data_type)
+    if latest is None:
+        return f"type {data_type!r} has no champion in {name} yet; run the job first (entgan run)"
+    reason = latest.tags.get("entgan.gate_reason") or "no reason recorded"
+    return (f"type {data_type!r} has no champion: the job ran and {name} v{latest.version} was registered but "
+            f"kept out by the deploy gate ({reason}); train longer or on more images and run the job again, or "
+            "relax the job's deploy: settings")
 
 
 def types_with_champion(library: TaskLibrary) -> list[str]:
@@ -115,7 +126,8 @@ def generate_from_library(
     *,
     location: str | None = None,
 ) -> dict[str, list[Path]]:
-    """`n` images per type from each type's current champion; `types=None`: every type with one.
+    """`n` images per type from each type's current champion; `types` None or empty: every type
+    with one.
 
     Every champion is looked up before any file is written, so a missing one fails the call
     (NoChampionError) without leaving half the output. The same `seed` is used for every type;
@@ -125,13 +137,17 @@ def generate_from_library(
     """
     from entgan.library.lineage import record_synthetic_dataset
 
-    if types is None:
+    if not types:
         types = types_with_champion(library)
         if not types:
-            raise NoChampionError(f"job {library.job!r} has no champion of any type yet; run the job first")
+            known = library.known_types()
+            why = "; ".join(no_champion_message(library, t) for t in known) if known else "run the job first"
+            raise NoChampionError(f"job {library.job!r} has no champion of any type yet: {why}")
     champions = {t: champion_model(library, t, train) for t in types}
     seed = secrets.randbelow(2**31) if seed is None else seed
     written = {t: generate_images(g, n, out_dir, t, seed=seed, bits=bits) for t, (g, _, bits) in champions.items()}
+    if not any(written.values()):  # never a lineage record of a dataset that holds nothing
+        raise ValueError(f"generate: no image was written to {out_dir} (n={n}, types={types}); nothing recorded")
     versions = {t: v for t, (_, v, _) in champions.items()}
     record_synthetic_dataset(library, versions, written, seed, location or Path(out_dir).resolve().as_uri())
     return written

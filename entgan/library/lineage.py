@@ -66,6 +66,8 @@ def record_synthetic_dataset(library, versions: dict, files: dict[str, list[Path
     """Record one generation in the job's experiment; returns the MLflow run id."""
     from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput
 
+    if not files or not sum(len(p) for p in files.values()):
+        raise ValueError("a synthetic dataset with no image is not recorded: generate at least one image first")
     kind, source = source_of(location)
     info = profile(versions, files, seed)
     dataset = Dataset(name=f"entgan-{library.job}-synthetic", digest=files_digest(files), source_type=kind,

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
@@ -37,6 +39,15 @@ def signature():
         inputs=Schema([ColSpec("long", "n"), ColSpec("long", "seed", required=False)]),
         outputs=Schema([ColSpec("long", "request"), ColSpec("long", "index"), ColSpec("binary", "png")]),
     )
+
+
+class BadRequest(MlflowException, ValueError):
+    """A request the model cannot answer. An MlflowException with INVALID_PARAMETER_VALUE, so that
+    `mlflow models serve` answers 400 with this message (any other exception becomes MLflow's
+    generic "unexpected error" and a stack trace); a ValueError for callers in Python."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 class GeneratorModel(PythonModel):
@@ -72,16 +83,16 @@ def _requests(model_input) -> list[tuple[int, int | None]]:
     """(n, seed) per request row; a clear error for a bad count or seed."""
     frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
     if "n" not in frame.columns:
-        raise ValueError(f"request has no 'n' column (it has {list(frame.columns)}); send e.g. {INPUT_EXAMPLE}")
+        raise BadRequest(f"request has no 'n' column (it has {list(frame.columns)}); send e.g. {INPUT_EXAMPLE}")
     out = []
     for record in frame.to_dict(orient="records"):
         n, seed = record["n"], record.get("seed")
         if pd.isna(n) or int(n) != n or not 1 <= int(n) <= MAX_IMAGES:
-            raise ValueError(f"n={n!r}: ask for a whole number of images from 1 to {MAX_IMAGES} per request row")
+            raise BadRequest(f"n={n!r}: ask for a whole number of images from 1 to {MAX_IMAGES} per request row")
         if seed is not None and pd.isna(seed):
             seed = None
         if seed is not None and (int(seed) != seed or seed < 0):
-            raise ValueError(f"seed={seed!r}: use a whole number >= 0, or leave it out for random images")
+            raise BadRequest(f"seed={seed!r}: use a whole number >= 0, or leave it out for random images")
         out.append((int(n), None if seed is None else int(seed)))
     return out
 

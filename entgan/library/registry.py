@@ -8,6 +8,7 @@ the job's MLflow run that produced them. This module is the only one that talks 
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,12 @@ class TaskLibrary:
         try:
             return fn(*args, **kwargs)
         except MlflowException as err:
-            if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code) or "INVALID_PARAMETER_VALUE" in str(
-                err.error_code
-            ):
+            if any(code in str(err.error_code) for code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")):
                 raise LookupError(str(err)) from None
+            failing = re.search(r"too many (5\d\d) error responses", err.message)
+            if failing:  # the server is there: not "unreachable"
+                raise RegistryError(f"MLflow at {self.tracking_uri} answered {failing.group(1)} while trying to "
+                                    f"{what}; the server is up but failing: see its log and fix it") from None
             if any(s in err.message for s in _UNREACHABLE):
                 raise RegistryError(
                     f"MLflow at {self.tracking_uri} is unreachable while trying to {what}; start the server "

@@ -20,6 +20,7 @@ WAIT_ENV = "ENTGAN_MLFLOW_WAIT"  # seconds to keep trying (default 6); a cluster
 DEFAULT_WAIT_S = 6.0
 TRY_TIMEOUT_S = 2.0
 # MLflow's client, once the server answered: a few retries, not the default ~4 minutes.
+SERVER_ERRORS = (500, 502, 503, 504)  # a server that is there but failing (or a proxy before one that is down)
 CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
@@ -31,22 +32,38 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _try_once(uri: str, timeout: float) -> str | None:
-    """None if the server answered anything at all (even 401/404), else why not."""
+class TrackingServerFailing(TrackingServerUnreachable):
+    """The job's MLflow server answers, but with a server error (5xx); the message says what it said."""
+
+
+def _said(err: urllib.error.HTTPError) -> str:
+    """The first line of a server error's body (what the server said), shortened."""
+    try:
+        body = err.read(2000).decode("utf-8", "replace").strip()
+    except OSError:
+        body = ""
+    first = body.splitlines()[0].strip() if body else (err.reason or "no message")
+    return first[:200]
+
+
+def _try_once(uri: str, timeout: float) -> tuple[int, str] | None:
+    """None if the server answered anything but a server error (even 401/404); else (HTTP
+    status, what it said), status 0 when nothing answered."""
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
             return None
-    except urllib.error.HTTPError:
-        return None  # an HTTP answer: something is listening there
+    except urllib.error.HTTPError as err:
+        return (err.code, _said(err)) if err.code in SERVER_ERRORS else None  # an answer: something is listening
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        return str(getattr(reason, "strerror", None) or reason)
+        return 0, str(getattr(reason, "strerror", None) or reason)
 
 
 def check_tracking_server(
     uri: str, *, wait_s: float | None = None, say: Callable[[str], None] = _say, sleep=time.sleep
 ) -> None:
-    """Raise TrackingServerUnreachable unless the http(s) server at `uri` answers within
+    """Raise TrackingServerUnreachable unless the http(s) server at `uri` answers (anything but a
+    server error: TrackingServerFailing, with what it said) within
     `wait_s` seconds (default $ENTGAN_MLFLOW_WAIT or 6); every retry says what it waits for."""
     if not uri.lower().startswith(("http://", "https://")):
         return
@@ -55,15 +72,21 @@ def check_tracking_server(
     started, attempt = time.monotonic(), 0
     while True:
         attempt += 1
-        why = _try_once(uri, TRY_TIMEOUT_S)
-        if why is None:
+        answer = _try_once(uri, TRY_TIMEOUT_S)
+        if answer is None:
             return
+        status, why = answer
         waited = time.monotonic() - started
         if waited + 1.0 > wait_s:
+            if status:
+                raise TrackingServerFailing(
+                    f"MLflow at {uri} answered {status}: {why} ({attempt} tries in {waited:.0f} s); the server is "
+                    "up but failing: look at its log (its database or artifact store), fix it and try again")
             raise TrackingServerUnreachable(
                 f"MLflow at {uri} is unreachable ({why}; {attempt} tries in {waited:.0f} s); start the server or "
                 f"fix mlflow_tracking_uri in the job file (set {WAIT_ENV}=SECONDS to wait longer)")
-        say(f"waiting for the MLflow server at {uri} ({why}); try {attempt}, {waited:.0f} of {wait_s:.0f} s")
+        what = f"it answered {status}: {why}" if status else why
+        say(f"waiting for the MLflow server at {uri} ({what}); try {attempt}, {waited:.0f} of {wait_s:.0f} s")
         sleep(1.0)
 
 

@@ -91,8 +91,11 @@ class ServerGone(ConnectionError):
 class ForkServer:
     """A running server process and the socket to reach it."""
 
-    def __init__(self, preload: tuple[str, ...] = PRELOAD) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="entgan-forkserver-"))
+    def __init__(self, preload: tuple[str, ...] = PRELOAD, folder_in: str | Path | None = None) -> None:
+        # Named after the process that owns it, so that a folder left by a killed run is known
+        # (entgan.local.scratch removes it); `folder_in` (default: the temp folder) keeps the
+        # socket's path short enough for AF_UNIX (108 bytes).
+        self.folder = Path(tempfile.mkdtemp(prefix=f"entgan-forkserver-{os.getpid()}-", dir=folder_in))
         self.address = str(self.folder / "socket")
         self.log = self.folder / "server.log"  # the server's own stderr (read if it fails to start)
         with open(self.log, "wb") as log:
@@ -101,6 +104,7 @@ class ForkServer:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
         self.ready: bool | None = None  # None: still importing
         self._lock = threading.Lock()  # kfp.local asks from two task threads at once
+        self._running: set[int] = set()  # pids of the tasks started and not yet ended
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> bool:
         """Blocks until the server has imported PRELOAD (False if it died or timed out)."""
@@ -118,6 +122,8 @@ class ForkServer:
             return self.ready
 
     def _error(self, timeout: float) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # its output ended: it is exiting, give it a moment
+            self.process.wait(timeout=2)
         if self.process.poll() is None:
             return f"not ready after {timeout:.0f} s"
         tail = self.log.read_text(errors="replace").strip().splitlines() if self.log.exists() else []
@@ -140,6 +146,7 @@ class ForkServer:
                 os.close(write_end)
                 write_end = None
                 pid = _INT.unpack(_recv_exactly(conn, _INT.size))[0]
+                self._running.add(pid)
                 with open(read_end, encoding="utf-8", errors="replace", closefd=True) as out:
                     read_end = None
                     for line in iter(out.readline, ""):
@@ -152,9 +159,17 @@ class ForkServer:
                     os.kill(pid, signal.SIGTERM)
             raise
         finally:
+            self._running.discard(pid)
             for fd in (read_end, write_end):
                 if fd is not None:
                     os.close(fd)
+
+    def stop_tasks(self) -> None:
+        """SIGTERM to every task still running (a run interrupted by SIGTERM, which reaches only
+        `entgan run`; Ctrl-C reaches the tasks too)."""
+        for pid in list(self._running):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -169,12 +184,12 @@ class ForkServer:
 
 
 @contextlib.contextmanager
-def serving(preload: tuple[str, ...] = PRELOAD):
+def serving(preload: tuple[str, ...] = PRELOAD, folder_in: str | Path | None = None):
     """While inside, kfp.local's subprocess runner starts lightweight-component tasks as forks of
     one pre-warmed server (see module docstring). Starts importing at once, in the background."""
     from kfp.local import subprocess_task_handler as handler
 
-    server = ForkServer(preload)
+    server = ForkServer(preload, folder_in)
     plain = handler.run_local_subprocess
 
     def run_local_subprocess(full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
@@ -210,7 +225,7 @@ def _recv_exactly(conn: socket.socket, n: int) -> bytes:
 
 def _serve(address: str) -> tuple[dict, int]:
     """Accepts tasks until terminated. Returns only in a task process: (request, stdout fd)."""
-    server = os.getpid()
+    server, parent = os.getpid(), os.getppid()  # before READY: the parent may exit right after it
     # Reap finished supervisors as they end (waited for, their CPU time counts in this process's
     # children's, and so in `entgan run`'s: benchmarks measure it with RUSAGE_CHILDREN).
     signal.signal(signal.SIGCHLD, lambda *_: _reap(block=False))
@@ -224,7 +239,7 @@ def _serve(address: str) -> tuple[dict, int]:
     sys.stdout.buffer.write(READY)
     sys.stdout.flush()
     try:
-        return _accept_tasks(listener, address)
+        return _accept_tasks(listener, address, parent)
     finally:
         if os.getpid() == server:  # stopping: wait for the tasks still running (kill -9 ends that)
             _reap(block=True)
@@ -236,8 +251,7 @@ def _reap(block: bool) -> None:
             pass
 
 
-def _accept_tasks(listener: socket.socket, address: str) -> tuple[dict, int]:
-    parent = os.getppid()
+def _accept_tasks(listener: socket.socket, address: str, parent: int) -> tuple[dict, int]:
     listener.settimeout(1.0)
     while True:
         try:
@@ -292,10 +306,11 @@ def _run_task(request: dict, out_fd: int) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"], _KFP_RUNTIME="true")
+    tempfile.tempdir = None  # the task's TMPDIR, not the one the server cached
     random.seed()  # a fresh process would draw its own seeds
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
-    program = Path(tempfile.mkdtemp()) / "ephemeral_component.py"
+    program = Path(tempfile.mkdtemp(prefix="entgan-task-")) / "ephemeral_component.py"
     program.write_text(request["source"])
     sys.argv = ["executor_main", "--component_module_path", str(program), *request["args"]]
     try:
@@ -308,6 +323,8 @@ def _run_task(request: dict, out_fd: int) -> int:
     except BaseException:  # noqa: BLE001 - the task's own error, reported as Python would
         traceback.print_exc()
         return 1
+    finally:  # kfp.local's own `mktemp -d` is never removed; ours is
+        shutil.rmtree(program.parent, ignore_errors=True)
     return 0
 
 

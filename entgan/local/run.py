@@ -1,17 +1,18 @@
 """`entgan run` on this machine: compile the job's pipeline and run that YAML with kfp.local.
 
-Before anything starts: the state folder is writable and the task library's server answers
-(`entgan.library.server_check`). While it runs: SIGTERM acts as Ctrl-C, and either one records the
-run as interrupted (`entgan.local.interrupted`) instead of leaving it RUNNING.
+Before anything starts: the state folder is writable, the task library's server answers
+(`entgan.library.server_check`) and no other `entgan run` holds the state folder
+(`entgan.local.lock`). While it runs: SIGTERM acts as Ctrl-C, and either one stops the run at once
+(no task is retried after it) and records it as interrupted (`entgan.local.interrupted`) instead
+of leaving it RUNNING. Temporary files go to a folder of the run's, removed at the end
+(`entgan.local.scratch`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -52,22 +53,38 @@ def _state_dir(job: JobSpec) -> Path:
 
 
 def preflight(job: JobSpec) -> None:
-    """Before anything waits on the task library: its server answers (bounded, announced)."""
+    """Before anything waits on the task library: its server answers (bounded, announced), or
+    its embedded store in state_dir can be opened."""
     bound_client_retries()
     check_tracking_server(job.tracking_uri)
+    check_embedded_store(job)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (a `kill`, a CI runner stopping) ends a run the way Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+def check_embedded_store(job: JobSpec) -> None:
+    """An embedded store (`sqlite:///<state_dir>/mlflow.db`) that exists must be readable; one
+    that does not yet must be creatable (else MLflow waits minutes, then fails on the path)."""
+    prefix = "sqlite:///"
+    if not job.tracking_uri.startswith(prefix):
         return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    db = Path(job.tracking_uri[len(prefix):])
+    if db.is_file():
+        if not os.access(db, os.R_OK):
+            raise CliError(f"state_dir {db.parent}: its MLflow store {db} cannot be read; give yourself read "
+                           "access or set state_dir in the job file to the folder you ran the job with")
+        return
+    if db.exists():
+        raise CliError(f"state_dir {db.parent}: {db} is not a file (it should be the job's MLflow store); "
+                       "move it away or set state_dir in the job file to another folder")
+    if db.parent == Path(job.state_dir).resolve():
+        _state_dir(job)  # the store is created on first use: state_dir must exist and take a new file
+        return
+    try:  # a store of the user's choosing elsewhere: its folder must take a new file
+        probe = db.parent / ".entgan-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise CliError(f"mlflow_tracking_uri {job.tracking_uri}: {db.parent} cannot hold a new MLflow store "
+                       f"({err.strerror or err}); point it at a folder you can write") from None
 
 
 def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fresh_processes: bool = False) -> dict:
@@ -80,28 +97,40 @@ def run_local(job: JobSpec, base: Path | None = None, verbose: bool = False, fre
     On Ctrl-C or SIGTERM the stage in progress is recorded Failed ("interrupted") and the MLflow
     run ends KILLED (`entgan.local.interrupted`).
     """
-    from entgan.local import forkserver
-    from entgan.local.interrupted import close_interrupted_run, driver_env
+    from entgan.local.lock import state_dir_lock
 
     job = job.with_local_paths(base or Path.cwd())
-    preflight(job)  # before anything is written
+    check_tracking_server(job.tracking_uri)  # before anything is written
+    bound_client_retries()
     state_dir = _state_dir(job)
+    with state_dir_lock(state_dir, job.name):  # one run at a time on a state_dir
+        check_embedded_store(job)
+        return _run_locked(job, state_dir, verbose, fresh_processes)
+
+
+def _run_locked(job: JobSpec, state_dir: Path, verbose: bool, fresh_processes: bool) -> dict:
+    from entgan.local import forkserver
+    from entgan.local.interrupted import close_interrupted_run, driver_env, stop_on_interrupt
+    from entgan.local.scratch import run_scratch
+
     # Two edge tasks run at once locally; give each one core's worth of threads.
     os.environ.setdefault("ENTGAN_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     started = time.time()
     with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(run_scratch())  # temporary files of the run and its tasks, removed at the end
         stack.enter_context(driver_env())  # tags the run with this process, for `status`
-        stack.enter_context(_sigterm_as_interrupt())
+        stopping = []
         if forkserver.enabled() and not fresh_processes:  # it starts importing now, while we compile
-            stack.enter_context(forkserver.serving())
+            stopping.append(stack.enter_context(forkserver.serving(folder_in=scratch.parent)).stop_tasks)
+        stack.enter_context(stop_on_interrupt(stopping))  # Ctrl-C / SIGTERM: stop now, retry nothing
         try:
-            return _run_compiled(job, state_dir, verbose)
+            return _run_compiled(job, state_dir, verbose, started)
         except KeyboardInterrupt:
             stack.close()  # the tasks have stopped: nothing writes the record after this
             raise CliError(close_interrupted_run(job, started)) from None
 
 
-def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
+def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool, started_at: float) -> dict:
     import kfp.local
     import yaml
     from kfp import components
@@ -134,7 +163,7 @@ def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
         raise quiet.failure(err) from err
     finally:
         progress.close()
-    summary = latest_summary(job)
+    summary = latest_summary(job, started_at)
     summary["seconds"] = time.perf_counter() - started
     grids = copy_samples(summary, state_dir / "samples")
     for t, path in grids.items():
@@ -144,16 +173,18 @@ def _run_compiled(job: JobSpec, state_dir: Path, verbose: bool) -> dict:
     return summary
 
 
-def latest_summary(job: JobSpec) -> dict:
-    """The summary of the job's newest run from the task library; a run that waited (trigger
-    not met) has no types and says why."""
+def latest_summary(job: JobSpec, started: float | None = None) -> dict:
+    """The summary of the job's run from the task library: with `started`, the run this process
+    started since then (tagged with its driver id; never another process's newer run), else the
+    newest. A run that waited (trigger not met) has no types and says why."""
     from entgan.library.registry import library_for
+    from entgan.local.interrupted import our_run
 
     library = library_for(job)
-    runs = library.recent_runs(1)
-    if not runs:
-        raise CliError(f"job {job.name!r} has no run in {job.tracking_uri}")
-    run_id = runs[0].info.run_id
+    run = our_run(library, started) if started is not None else next(iter(library.recent_runs(1)), None)
+    if run is None:
+        raise CliError(f"job {job.name!r} has no run of this process in {job.tracking_uri}")
+    run_id = run.info.run_id
     summary = library.read_json(run_id, "summary.json") or {"job": job.name, "types": {}, "mlflow_run_id": run_id}
     summary["states"] = [c.to_json() for c in library.states(run_id)]
     history = library.metric_history(run_id, ("train_cpu_s", "train_steps"))

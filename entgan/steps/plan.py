@@ -19,7 +19,7 @@ from entgan.gan.bundle import Bundle, load_bundle
 from entgan.gan.models import feature_net_channels
 from entgan.gan.strategies import FEATURES
 from entgan.job.data import DataError, EdgeReport, resolve_channels
-from entgan.job.lifecycle import Stage, State, evaluate_trigger, parse_clock
+from entgan.job.lifecycle import TYPES_TAG, Stage, State, evaluate_trigger, parse_clock
 from entgan.job.spec import JobSpec
 from entgan.library.outcome import TRIGGER_NOT_MET
 from entgan.steps.common import TaskContext, log, save_state
@@ -206,6 +206,7 @@ def plan_job(ctx: TaskContext, files: PlanFiles, now: dt.time | None = None) -> 
         log(f"{edge} trains {types or 'nothing'}")
     plan.save(files.plan)
     save_state(files.global_state, state, round_=0, types=plan.types)
+    library.tag_run(run_id, {TYPES_TAG: ",".join(plan.types)})  # what an interrupted deploy reports on
     record(library, run_id, Stage.TRAIN, State.READY, State.STARTING, detail=plan.trigger_reason)
     return plan
 

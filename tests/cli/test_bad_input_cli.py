@@ -59,6 +59,12 @@ def _data_loops(tmp_path: Path) -> dict:
     return _job(tmp_path, edges=[{"name": "edge-1", "data": str(tmp_path / "loop")}])
 
 
+def _shared_type_folder(tmp_path: Path) -> dict:
+    (tmp_path / "edges" / "edge-2").mkdir(parents=True)
+    (tmp_path / "edges" / "edge-2" / "box").symlink_to(tmp_path / GOOD_EDGE / "box")
+    return _two_edges(tmp_path, str(tmp_path / "edges" / "edge-2"))
+
+
 def _state_under_file(tmp_path: Path) -> dict:
     (tmp_path / "blocker").write_text("a file")
     return _job(tmp_path, state_dir=str(tmp_path / "blocker" / "state"))
@@ -101,6 +107,15 @@ BAD_JOBS = [
     ("state_dir empty", lambda t: _job(t, state_dir=" "), ["state_dir is empty", "give a folder"]),
     ("state_dir a URI", lambda t: _job(t, state_dir="s3://bucket/state"), ["state_dir 's3://bucket/state' is a URI",
                                                                            "give a local folder"]),
+    # issue 26
+    ("train.lr .nan", "name: j\nedges:\n- {name: edge-1, data: edges/edge-1}\ntrain: {lr: .nan}\n",
+     ["train.lr: Input should be a finite number", "not .nan or .inf"]),
+    ("train.mu .inf", "name: j\nedges:\n- {name: edge-1, data: edges/edge-1}\ntrain: {mu: .inf}\n",
+     ["train.mu: Input should be a finite number", "not .nan or .inf"]),
+    ("state_dir inside an edge's data", lambda t: _job(t, state_dir=str(t / GOOD_EDGE / "state")),
+     ["state_dir", "is inside the data folder", "of edge 'edge-1'", "outside every edge's data"]),
+    ("a type folder symlinked to another edge's", _shared_type_folder,
+     ["edges 'edge-1' and 'edge-2' read the same type folder", "box", "give each edge its own images"]),
 ]
 
 
@@ -168,6 +183,11 @@ BAD_OPTIONS = [
     ("generate --type one known one unknown",
      lambda t, j: ["generate", "--job", str(j), "--type", "box", "--type", "boxes", "--out", str(t / "o")],
      ["--type boxes: not a data type", "box, table"]),
+    ("generate --out an edge's data folder", lambda t, j: ["generate", "--job", str(j), "--out", str(t / GOOD_EDGE)],
+     ["--out", "is inside the data folder", "of edge 'edge-1'", "outside every edge's data"]),
+    ("generate --out inside an edge's data", lambda t, j: ["generate", "--job", str(j), "--out",
+                                                           str(t / GOOD_EDGE / "synth")],
+     ["--out", "is inside the data folder", "the next run would train on the synthetic images"]),
     ("data demo --per-type -5", lambda t, j: ["data", "demo", "--root", str(t / "d"), "--per-type", "-5"],
      ["--per-type is -5", "at least 1"]),
     ("data demo --per-type 0", lambda t, j: ["data", "demo", "--root", str(t / "d"), "--per-type", "0"],

@@ -13,7 +13,7 @@ from entgan.gan.bundle import Bundle, BundleHeader, pack
 from entgan.gan.fastgan import LightDiscriminator, LightGenerator
 from entgan.gan.models import Discriminator, Generator
 from entgan.gan.sampling import generator_from_bundle
-from entgan.gan.train import Recipe, train_local
+from entgan.gan.train import train_local
 from entgan.job.spec import EvalSpec, TrainSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -196,6 +196,44 @@ def test_a_type_without_champion_is_named_and_nothing_is_written(store, tmp_path
         generate_from_library(_library(store, "empty"), TRAIN, None, 2, tmp_path / "out")
 
 
+def test_an_empty_type_list_means_every_type_and_no_empty_dataset_is_recorded(store, tmp_path):
+    """`entgan generate` without --type passes []: every type with a champion (issue 26: it wrote
+    nothing, exited 0 and recorded a synthetic dataset of zero images)."""
+    from entgan.library.lineage import experiment_name, record_synthetic_dataset
+
+    # Prepare
+    library = _library(store, "emptylist")
+    _deploy(library, "box", _generator(seed=1), TRAIN, tmp_path / "box")
+    _deploy(library, "robot", _generator(seed=2), TRAIN, tmp_path / "robot")
+
+    # Execute
+    out = generate_from_library(library, TRAIN, [], 2, tmp_path / "out", seed=1)
+
+    # Assert: every champion drew; a dataset of no image is refused, not recorded
+    assert {t: len(p) for t, p in out.items()} == {"box": 2, "robot": 2}
+    experiment = library.client.get_experiment_by_name(experiment_name("emptylist"))
+    before = library.client.search_runs([experiment.experiment_id])
+    with pytest.raises(ValueError, match="no image is not recorded"):
+        record_synthetic_dataset(library, {}, {"box": []}, 1, (tmp_path / "none").as_uri())
+    assert len(library.client.search_runs([experiment.experiment_id])) == len(before) == 1
+
+
+def test_a_type_kept_out_by_the_gate_says_so_with_the_gates_reasons(store, tmp_path):
+    # Prepare: box v1 registered, rejected by the gate (the deploy stage's tags), never promoted
+    library = _library(store, "gated")
+    version = _deploy(library, "box", _generator(), TRAIN, tmp_path / "box", promote=False)
+    library.tag_version("box", version, {"entgan.gate": "rejected", "entgan.gate_reason": "KID 0.30 is above 0.05"})
+
+    # Execute / Assert
+    expected = (r"type 'box' has no champion: the job ran and entgan-gated-box v1 was registered but kept out by "
+                r"the deploy gate \(KID 0.30 is above 0.05\); train longer")
+    with pytest.raises(NoChampionError, match=expected):
+        generate_from_library(library, TRAIN, ["box"], 2, tmp_path / "out")
+    with pytest.raises(NoChampionError, match="no champion of any type yet: type 'box' has no champion: the job ran"):
+        generate_from_library(library, TRAIN, None, 2, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_png_bytes_round_trip_exactly_through_pil():
     from io import BytesIO
 

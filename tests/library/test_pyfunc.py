@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from io import BytesIO
@@ -31,7 +32,7 @@ from entgan.job.spec import parse_job
 from entgan.library.generate import generate_from_library
 from entgan.library.registry import TaskLibrary, library_for
 from entgan.library.status import job_status
-from tests.conftest import hang_guard, tiny_job_dict
+from tests.conftest import hang_guard, tiny_job_dict, write_job
 from tests.servers import HOST, _start, _stop, _wait, free_port
 
 CHAMPION_URI = "models:/entgan-demo-box@champion"
@@ -220,9 +221,16 @@ def test_mlflow_models_serve_answers_with_the_champions_images(demo, tmp_path):
         request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=120) as reply:
             predictions = json.load(reply)["predictions"]
+        refusals = {n: _refusal(f"{url}/invocations", {"dataframe_records": [{"n": n}]}) for n in (-3, 100_000_000)}
     finally:
         _stop(proc)
     written = generate(job, ["box"], 4, tmp_path / "out", seed=9)
+
+    # A bad request: 400 with the model's own message, not MLflow's generic one and a stack trace
+    for n, (status, reply) in refusals.items():
+        assert status == 400 and reply["error_code"] == "INVALID_PARAMETER_VALUE", reply
+        assert f"n={n}: ask for a whole number of images from 1 to 4096 per request row" in reply["message"]
+        assert "unexpected error" not in reply["message"] and "stack_trace" not in reply
 
     images = [base64.b64decode(p["png"]) for p in predictions]
     assert [(p["request"], p["index"]) for p in predictions] == [(0, i) for i in range(4)]
@@ -230,6 +238,16 @@ def test_mlflow_models_serve_answers_with_the_champions_images(demo, tmp_path):
         with Image.open(BytesIO(data)) as img:
             assert np.asarray(img).shape == (job.train.image_size, job.train.image_size, 3)
     assert images == [p.read_bytes() for p in written["box"]]
+
+
+def _refusal(url: str, body: dict) -> tuple[int, dict]:
+    """(HTTP status, JSON body) of a request the server refuses."""
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.load(reply)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
 
 
 def _answers(url: str) -> bool:
@@ -300,6 +318,26 @@ def test_generate_records_a_synthetic_dataset_traced_to_the_champions(demo, tmp_
     assert s3.digest != given.dataset.digest
     assert all(r.info.run_name.startswith("generate-") for r in runs)
     assert not any(r.data.tags.get("entgan.kind") == "generate" for r in library.recent_runs(20))
+
+
+def test_entgan_generate_without_type_writes_every_champion_through_its_argv(demo, tmp_path, capsys):
+    """The README's command line (issue 26: without --type it wrote nothing, exited 0 and recorded
+    an empty synthetic dataset)."""
+    from entgan.cli.verbs import main
+
+    job, library, _ = demo
+    job_file = write_job(tmp_path / "job.yaml", json.loads(job.model_dump_json()))
+
+    code = main(["generate", "--job", str(job_file), "-n", "3", "--seed", "1", "--out", str(tmp_path / "synth")])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert {p.name: len(list(p.iterdir())) for p in (tmp_path / "synth").iterdir()} == {"box": 3, "table": 3}
+    assert "box: 3 images in" in out and "table: 3 images in" in out
+    runs = library.client.search_runs(
+        [library.client.get_experiment_by_name("entgan-demo-synthetic").experiment_id],
+        filter_string=f"params.location = '{(tmp_path / 'synth').resolve().as_uri()}'")
+    assert len(runs) == 1 and runs[0].data.params["types"] == "box,table"
 
 
 def test_the_generate_component_outputs_an_image_folder_dataset_traced_in_mlflow(demo, tmp_path, monkeypatch):

@@ -98,6 +98,29 @@ def test_an_interrupted_deploy_is_reported_per_type(job):
                            "table: v1 registered, not promoted")
 
 
+def test_an_interrupted_deploy_names_the_types_it_had_not_reached(job):
+    """Ctrl-C right after the first promotion: the types the run trained but deploy had not
+    registered yet are named too (issue 26: only the library's known types were)."""
+    from entgan.job.lifecycle import TYPES_TAG
+    from entgan.local.interrupted import close_interrupted_run
+
+    # Prepare: the plan tagged box, robot, table; deploy promoted box v1, nothing else registered
+    started = time.time()
+    run_id = _open_run(job, f"{socket.gethostname()}:{os.getpid()}", *DEPLOYING)
+    library = library_for(job)
+    library.tag_run(run_id, {TYPES_TAG: "box,robot,table"})
+    library.client.create_registered_model(library.model_name("box"))
+    source = library.client.get_run(run_id).info.artifact_uri
+    library.client.create_model_version(library.model_name("box"), f"{source}/box", run_id)
+    library.client.set_registered_model_alias(library.model_name("box"), "champion", "1")
+    # Execute
+    said = close_interrupted_run(job, started)
+    # Assert
+    detail = "interrupted during deploy: box: v1 promoted; robot: not registered; table: not registered"
+    assert library.states(run_id)[-1].detail == detail
+    assert detail in said
+
+
 def test_status_shows_a_run_whose_process_is_gone_as_stale(job):
     from entgan.cli.verbs import show_status
 
@@ -142,3 +165,42 @@ def test_sigterm_during_entgan_run_records_the_interruption(demo_edges, tmp_path
     run = library.recent_runs(1)[0]
     assert run.info.status == "KILLED"
     assert current_states(library.states(run.info.run_id))[Stage.TRAIN] is State.FAILED
+
+
+def test_ctrl_c_during_training_stops_at_once_and_retries_nothing(demo_edges, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while the edges train:
+    the interrupted tasks are not retried (the pipeline's set_retry would start them again after
+    30 s and train them to the end while `entgan run` waits), and the run's temporary folder is
+    gone afterwards (issue 26, items 4 and 8)."""
+    # Prepare: a tiny job long enough to be stopped while training; a temp folder of the test's own
+    data = tiny_job_dict(demo_edges, ["edge-1", "edge-2"], train={"rounds": 3, "local_steps": 40, "batch_size": 8,
+                                                                  "image_size": 16, "width": 8, "latent_dim": 8})
+    data["state_dir"] = str(tmp_path / "state")
+    path = write_job(tmp_path / "job.yaml", data)
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "TMPDIR": str(tmp_path / "tmp")}
+    process = subprocess.Popen([sys.executable, "-m", "entgan.cli", "run", "-v", str(path)], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    before, after = [], []
+    try:
+        # Execute: wait until an edge trains (its progress line), then Ctrl-C to the group
+        for line in process.stdout:
+            before.append(line)
+            if "round 1/" in line:
+                break
+        assert process.poll() is None, process.communicate()
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=hang_guard(120))
+        after = out.splitlines()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    # Assert: one line saying so; no task started again after the interrupt; no temp files left
+    assert process.returncode == 2, err
+    assert "interrupted: MLflow run" in err and "train recorded Failed (interrupted)" in err, err
+    assert "[entgan] interrupted: no task starts (and none is retried)" in err, err  # kfp.local tried
+    for edge in ("edge-1", "edge-2"):  # a task's first line (its device): once per task started, twice if retried
+        starts = [line for line in before + after
+                  if f"{edge} round 1/3: " in line and "training" not in line and " step " not in line]
+        assert len(starts) <= 1, starts
+    assert list((tmp_path / "tmp").iterdir()) == []
