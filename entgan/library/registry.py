@@ -73,10 +73,8 @@ class TaskLibrary:
                 raise RegistryError(f"MLflow at {self.tracking_uri} answered {failing.group(1)} while trying to "
                                     f"{what}; the server is up but failing: see its log and fix it") from None
             if any(s in err.message for s in _UNREACHABLE):
-                raise RegistryError(
-                    f"MLflow at {self.tracking_uri} is unreachable while trying to {what}; start the server "
-                    "or fix mlflow_tracking_uri in the job file"
-                ) from None
+                raise RegistryError(f"MLflow at {self.tracking_uri} is unreachable while trying to {what}; start "
+                                    "the server or fix mlflow_tracking_uri in the job file") from None
             raise RegistryError(f"MLflow at {self.tracking_uri}: {what} failed ({err.message})") from None
         except OSError as err:  # connection refused, DNS, ...
             raise RegistryError(
