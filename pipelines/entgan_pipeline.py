@@ -176,11 +176,61 @@ def build_pipeline(job: JobSpec, deadlines: Deadlines = Deadlines()):
 
 def compile_job(job: JobSpec, output: str | Path, deadlines: Deadlines = Deadlines()) -> Path:
     """Write the pipeline YAML of `job` (for upload to Kubeflow or a local run). Refuses (with
-    `pipelines.package_size.PipelineTooLarge`) a pipeline too big for the KFP backend (`check_package_size`)."""
-    from pipelines.package_size import check_package_size
+    `pipelines.package_size.PipelineTooLarge`) a pipeline whose Argo Workflow would not fit the
+    backend (`check_package_size`), naming the most rounds that fit the job's edges."""
+    from pipelines.package_size import PipelineTooLarge, check_package_size
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(job, deadlines), str(output))
-    check_package_size(output)
+    try:
+        check_package_size(output)
+    except PipelineTooLarge:
+        check_package_size(output, most_rounds=most_rounds(job, deadlines))
     return output
+
+
+def workflow_bytes(job: JobSpec, deadlines: Deadlines = Deadlines()) -> int:
+    """The modelled Argo Workflow size of `job`'s run (spec and compressed status; `pipelines.workflow_size`)."""
+    import tempfile
+
+    from pipelines.package_size import package_workflow_size
+
+    with tempfile.TemporaryDirectory(prefix="entgan-size-") as tmp:
+        path = Path(tmp) / "p.yaml"
+        compiler.Compiler().compile(build_pipeline(job, deadlines), str(path))
+        return package_workflow_size(path).total
+
+
+def most_rounds(job: JobSpec, deadlines: Deadlines = Deadlines()) -> int:
+    """The cap on `train.rounds` for `job`'s edges and types: the most rounds whose modelled
+    Workflow fits `pipelines.workflow_size.BUDGET` (0 if not even one does). The size grows
+    linearly in rounds: a secant estimate from 1 and 3 rounds, checked and moved to the edge."""
+    from pipelines.workflow_size import BUDGET
+
+    def size(rounds: int) -> int:
+        return workflow_bytes(job.model_copy(update={"train": job.train.model_copy(update={"rounds": rounds})}),
+                              deadlines)
+
+    sizes: dict[int, int] = {}
+
+    def known(rounds: int) -> int:
+        if rounds not in sizes:
+            sizes[rounds] = size(rounds)
+        return sizes[rounds]
+
+    if known(1) > BUDGET:
+        return 0
+    known(3)
+    low, high = 1, 3  # a secant step between two known sizes, then to the edge one round at a time
+    for _ in range(3):
+        slope = max(1.0, (sizes[high] - sizes[low]) / (high - low))
+        guess = max(1, low + int((BUDGET - sizes[low]) // slope))
+        if guess in sizes:
+            break
+        known(guess)
+        low, high = sorted((high, guess))
+    rounds = max(r for r, b in sizes.items() if b <= BUDGET)
+    while known(rounds + 1) <= BUDGET:
+        rounds += 1
+    return rounds
