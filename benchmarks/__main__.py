@@ -22,6 +22,7 @@ from benchmarks import (
     orchestration,
     plots,
     quality,
+    scale,
     speedup,
     throughput,
     transfer,
@@ -37,7 +38,9 @@ from benchmarks.common import (
     train_referee,
 )
 
-FIGURES = ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream", "ablation")
+FIGURES = ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream", "ablation",
+           "scale")
+REFEREE_FIGURES = {"speedup", "transfer", "quality", "fidelity", "downstream"}  # the ones scored by the referee
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -52,6 +55,8 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
         kept = json.loads(previous.read_text())
         if kept.get("mode") == mode:
             results["figures"], results["seconds"] = kept["figures"], kept["seconds"]
+            if "referee" in kept:
+                results["referee"] = kept["referee"]
             results["full_run_started"] = kept.get("full_run_started", kept["started"])
             results["partial_reruns"] = [*kept.get("partial_reruns", []), {"started": results["started"],
                                                                             "figures": list(only)}]
@@ -68,12 +73,14 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
         return value
 
     all_types = KNOWN_TYPES + [NEW_TYPE]
-    pool = demo_edges(workdir / "pool", {"pool": {t: 1.0 for t in all_types}}, settings)
-    referee = timed("referee", train_referee, pool, all_types, settings)
-    pooled = pool.pooled()
-    results["referee"] = {"types": all_types, "steps": settings.referee_steps,
-                          "held_out_accuracy": held_out_accuracy(referee, pool),
-                          "holdout_images": {t: len(x) for t, x in pool.holdout.items()}}
+    referee = pooled = pool = None
+    if REFEREE_FIGURES & set(only) or "referee" not in results:  # a partial run without them keeps the last one
+        pool = demo_edges(workdir / "pool", {"pool": {t: 1.0 for t in all_types}}, settings)
+        referee = timed("referee", train_referee, pool, all_types, settings)
+        pooled = pool.pooled()
+        results["referee"] = {"types": all_types, "steps": settings.referee_steps,
+                              "held_out_accuracy": held_out_accuracy(referee, pool),
+                              "holdout_images": {t: len(x) for t, x in pool.holdout.items()}}
     champions = None
     if "speedup" in only or "transfer" in only:
         results["figures"]["speedup"], champions = timed("speedup", speedup.run, settings, workdir, referee, pooled)
@@ -106,6 +113,9 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
             save()
     if "ablation" in only:
         results["figures"]["ablation"] = timed("ablation", ablation.run, settings, workdir)
+        save()
+    if "scale" in only:
+        results["figures"]["scale"] = timed("scale", scale.run, settings, workdir)
         save()
     results["summary"] = plots.summary_rows(results)
     save()

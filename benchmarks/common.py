@@ -152,6 +152,29 @@ class Clock:
         return out
 
 
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "asimd", "sve")
+
+
+def cpu_info() -> dict:
+    """The CPU model, cores and vector extensions (Linux /proc/cpuinfo): say them with any time."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu_model": platform.processor() or platform.machine(), "vector_extensions": []}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"cpu_model": fields.get("model name", platform.machine()),
+            "vector_extensions": [f for f in VECTOR_FLAGS if f in flags]}
+
+
+def machine_line(machine: dict) -> str:
+    """One line for a timing: 'Intel(R) Xeon(R) ..., 2 cores, avx avx2 fma, 1 torch thread'."""
+    return (f"{machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores, "
+            f"{' '.join(machine.get('vector_extensions', [])) or 'no AVX'}, "
+            f"{machine.get('torch_threads', '?')} torch thread(s)")
+
+
 def machine_info() -> dict:
     import kfp
     import mlflow
@@ -159,6 +182,7 @@ def machine_info() -> dict:
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
+        **cpu_info(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_at_start": load,

@@ -76,6 +76,10 @@ def summary_rows(results: dict) -> list[dict]:
                      "target": "gain above the seed spread", "met": d["target"]["met"]})
     if "ablation" in f:
         rows.append(_ablation_row(f["ablation"]))
+    if "scale" in f:
+        from benchmarks.scale import summary_row
+
+        rows.append(summary_row(f["scale"]))
     return rows
 
 
@@ -276,6 +280,10 @@ def draw_all(results: dict, out: Path) -> list[Path]:
         save(fig, "downstream.png")
     if "ablation" in f:
         save(_ablation_plot(plt, f["ablation"]), "ablation.png")
+    if "scale" in f:
+        from benchmarks.scale import plot
+
+        save(plot(plt, f["scale"]), "scale.png")
     return written
 
 
