@@ -339,6 +339,7 @@ def test_old_or_unknown_backend_is_refused_naming_version_minimum_and_why(kfp, r
     message = str(err.value)
     assert says in message and ">= 2.17.0" in message
     assert "PipelineTaskFinalStatus" in message and "exit handler around loops" in message
+    assert "reject the upload" in message and "pipelineConfig field 5" in message  # the hard reason
 
 
 def test_cookies_and_proxy_go_through_kfp_client_options(kfp, package):
