@@ -10,7 +10,7 @@ Measured at every point:
 - `cloud_round_s`: wall seconds of one round's cloud step (`entgan.steps.train.aggregate`:
   verify each update, streaming FedAvg (`entgan.gan.aggregate.FedAvgSum`) and the cloud G
   steps, write the state, log to MLflow), mean over the run's rounds;
-- `cloud_peak_mib`: the rise of resident memory during the last round's aggregate, run again
+- `cloud_peak_mib`: the rise of resident memory during round 1's aggregate, run again
   on that round's files in a fresh process (`benchmarks.memory`; quick mode: in this process);
 - `edge_bytes`: the bytes one edge sends per round (its update bundle; model bytes per edge-round);
 - `compile_s`, `ir_bytes`: compiling the KFP pipeline, and its YAML;
@@ -135,10 +135,11 @@ def _compile(job, folder: Path) -> dict:
 
 
 def _memory(job, files: Path, in_process: bool) -> float:
-    """MiB the last round's aggregate adds to resident memory at its peak."""
+    """MiB round 1's aggregate adds to resident memory at its peak (every round's is the same work;
+    `benchmarks.memory` runs round 1)."""
     from benchmarks.cost import _measure
 
-    r = job.train.rounds
+    r = 1
     updates = sorted(str(p) for p in files.glob(f"update-{r}-edge-*"))
     spec = {"job": json.loads(job.model_dump_json()), "plan": str(files / "plan"),
             "state": str(files / f"state-{r - 1}"), "updates": updates, "out": str(files / "memory-state")}
@@ -228,7 +229,7 @@ def run(settings: Settings, workdir: Path) -> dict:
                 "and seconds per run, evaluation time; each axis' growth exponent (log-log slope)",
         "how": "one whole in-process run per point (entgan.steps.local, tiny models: width 4, latent 8, one "
                "local step; random images, 4 per type and edge to train on), embedded SQLite MLflow with "
-               "MlflowClient calls counted; the last round's aggregate again in a fresh process for memory "
+               "MlflowClient calls counted; round 1's aggregate again in a fresh process for memory "
                "(quick: in process); the KFP pipeline compiled and its Argo Workflow modelled "
                "(pipelines.workflow_size); one axis moved at a time from the base point",
         "base": base, "axes": {a: list(v) for a, v in axes.items()}, "points": points, "exponents": exponents,

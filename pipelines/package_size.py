@@ -27,21 +27,29 @@ def _job(pipeline: dict) -> dict:
         return {}
 
 
-def package_workflow_size(package: Path, edges: int | None = None) -> WorkflowSize:
-    """The modelled Workflow size of `package`, run on `edges` edges (default: the job's own)."""
+def _read(package: Path) -> tuple[dict, dict | None]:
     import yaml
 
     docs = list(yaml.safe_load_all(package.read_text()))
-    pipeline, platform = docs[0], (docs[1] if len(docs) > 1 else None)
-    return workflow_size(pipeline, platform, edges or max(1, len(_job(pipeline).get("edges", [])) or 1))
+    return docs[0], (docs[1] if len(docs) > 1 else None)
+
+
+def _edges(pipeline: dict) -> int:
+    return max(1, len(_job(pipeline).get("edges", [])))
+
+
+def package_workflow_size(package: Path, edges: int | None = None) -> WorkflowSize:
+    """The modelled Workflow size of `package`, run on `edges` edges (default: the job's own)."""
+    pipeline, platform = _read(package)
+    return workflow_size(pipeline, platform, edges or _edges(pipeline))
 
 
 def check_package_size(package: Path, budget: int = BUDGET, most_rounds: int | None = None) -> dict:
     """The package's modelled Argo Workflow size; PipelineTooLarge if it does not fit `budget`.
     `most_rounds`, when the caller knows it, goes into the message."""
-    size = package_workflow_size(package)
-    job = _job(yaml_pipeline(package))
-    rounds = job.get("train", {}).get("rounds", "?")
+    pipeline, platform = _read(package)
+    size = workflow_size(pipeline, platform, _edges(pipeline))
+    rounds = _job(pipeline).get("train", {}).get("rounds", "?")
     sizes = {"spec_bytes": size.spec_bytes, "status_bytes": size.status_bytes, "workflow_bytes": size.total,
              "nodes": size.nodes, "edges": size.edges, "rounds": rounds, "budget": budget}
     if not size.fits(budget):
@@ -55,9 +63,3 @@ def check_package_size(package: Path, budget: int = BUDGET, most_rounds: int | N
             "split the edges into several jobs (docs/kubeflow-backend-notes.md, section 8)"
         )
     return sizes
-
-
-def yaml_pipeline(package: Path) -> dict:
-    import yaml
-
-    return next(iter(yaml.safe_load_all(package.read_text())))
