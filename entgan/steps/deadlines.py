@@ -4,7 +4,7 @@ The pipeline compiles these in (pipelines/entgan_pipeline.py); `finish` reads th
 say when a run stopped because it had passed. The product is bounded: every try of an edge task
 may use its whole pod deadline, so `tries x edge_task_s` plus the backoffs must end before the
 run deadline, or a hung edge would turn into a run that only the run deadline stops, with no
-round left to finish (docs/kubeflow.md, "Deadlines and retries").
+round left to finish (docs/kubeflow.md, "GPUs and deadlines").
 """
 
 from __future__ import annotations
