@@ -6,8 +6,10 @@ with the embedded SQLite task library, plus the pipeline compiled as for Kubeflo
 base job (4 edges, 4 types, 8 rounds, 32 px; quick mode: 2, 1, 1, 8 px) one axis at a time
 moves: edges 4 / 16 / 64, types 4 / 16, rounds 8 / 32 / 64, image size 32 / 64 / 128.
 
-Measured at every point:
-- `cloud_round_s`: wall seconds of one round's cloud step (`entgan.steps.train.aggregate`:
+Measured at every point (times are CPU seconds of this process, on one torch thread, as the
+harness times training: other jobs on the machine barely move them; wall seconds beside them as
+`*_wall_s`):
+- `cloud_round_s`: seconds of one round's cloud step (`entgan.steps.train.aggregate`:
   verify each update, streaming FedAvg (`entgan.gan.aggregate.FedAvgSum`) and the cloud G
   steps, write the state, log to MLflow), mean over the run's rounds;
 - `cloud_peak_mib`: the rise of resident memory during round 1's aggregate, run again
@@ -16,9 +18,10 @@ Measured at every point:
 - `compile_s`, `ir_bytes`: compiling the KFP pipeline, and its YAML;
 - `workflow_bytes`: the Argo Workflow the KFP backend would store (spec plus compressed node
   status of a run on these edges, `pipelines.workflow_size`), against Argo's 1 MiB;
-- `mlflow_calls`, `mlflow_s`: MlflowClient calls of the whole run and their seconds (every
-  public method wrapped; a call made inside another counts once);
-- `eval_s`: wall seconds of the evaluation stage (prepare eval, eval at each edge, evaluate).
+- `mlflow_calls`, `mlflow_s`: MlflowClient calls of the whole run and their seconds (SQLite's
+  work in this process included; every public method wrapped; a call made inside another
+  counts once);
+- `eval_s`: seconds of the evaluation stage (prepare eval, eval at each edge, evaluate).
 
 The growth exponent of a quantity along an axis is the least-squares slope of log(quantity) on
 log(axis value): 0 is flat, 1 linear. Target: streaming FedAvg keeps the cloud's peak memory
@@ -42,6 +45,7 @@ from benchmarks.common import Settings
 
 AXES_FULL = {"edges": (4, 16, 64), "types": (4, 16), "rounds": (8, 32, 64), "image_size": (32, 64, 128)}
 AXES_QUICK = {"edges": (2, 4), "types": (1, 2), "rounds": (1, 2), "image_size": (8, 16)}
+ORDER = ("edges", "types", "rounds", "image_size")
 QUANTITIES = ("cloud_round_s", "cloud_peak_mib", "edge_bytes", "compile_s", "ir_bytes", "workflow_bytes",
               "mlflow_calls", "mlflow_s", "eval_s")
 MEMORY_EXPONENT_TARGET = 0.25
@@ -50,10 +54,10 @@ IMAGES_PER_TYPE = 5  # per edge: 4 to train on, 1 held out
 
 @contextmanager
 def counted_mlflow():
-    """Count MlflowClient calls (outermost only) and their wall seconds while the block runs."""
+    """Count MlflowClient calls (outermost only) and their CPU and wall seconds while the block runs."""
     from mlflow.tracking import MlflowClient
 
-    counts = {"calls": 0, "seconds": 0.0, "by_method": {}}
+    counts = {"calls": 0, "seconds": 0.0, "wall_seconds": 0.0, "by_method": {}}
     local = threading.local()
     originals = {n: f for n, f in vars(MlflowClient).items() if not n.startswith("_") and inspect.isfunction(f)}
 
@@ -62,14 +66,15 @@ def counted_mlflow():
         def counted(*args, **kwargs):
             depth = getattr(local, "depth", 0)
             local.depth = depth + 1
-            started = time.perf_counter()
+            cpu, wall = time.process_time(), time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 local.depth = depth
                 if depth == 0:
                     counts["calls"] += 1
-                    counts["seconds"] += time.perf_counter() - started
+                    counts["seconds"] += time.process_time() - cpu
+                    counts["wall_seconds"] += time.perf_counter() - wall
                     counts["by_method"][name] = counts["by_method"].get(name, 0) + 1
         return counted
 
@@ -124,11 +129,11 @@ def _compile(job, folder: Path) -> dict:
     from pipelines.workflow_size import BUDGET, MAX_WORKFLOW_SIZE
 
     path = folder / "pipeline.yaml"
-    started = time.perf_counter()
+    cpu, wall = time.process_time(), time.perf_counter()
     compiler.Compiler().compile(build_pipeline(job), str(path))
-    seconds = time.perf_counter() - started
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     size = package_workflow_size(path)
-    return {"compile_s": seconds, "ir_bytes": path.stat().st_size, "workflow_bytes": size.total,
+    return {"compile_s": cpu, "compile_wall_s": wall, "ir_bytes": path.stat().st_size, "workflow_bytes": size.total,
             "workflow_spec_bytes": size.spec_bytes, "workflow_status_bytes": size.status_bytes,
             "workflow_nodes": size.nodes, "fits_argo": size.total <= MAX_WORKFLOW_SIZE,
             "fits_budget": size.total <= BUDGET}
@@ -160,14 +165,16 @@ def measure_point(job, folder: Path, in_process_memory: bool) -> dict:
     """Every quantity of figure 11 for one job (a whole in-process run, then the compile)."""
     from entgan.steps.local import LocalRun
 
-    seconds: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}  # CPU seconds per call of each step
+    walls: dict[str, list[float]] = {}
 
     def timed(task, edge, round_, work):
-        started = time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         try:
             return work()
         finally:
-            seconds.setdefault(task, []).append(time.perf_counter() - started)
+            seconds.setdefault(task, []).append(time.process_time() - cpu)
+            walls.setdefault(task, []).append(time.perf_counter() - wall)
 
     files = folder / "files"
     with counted_mlflow() as calls:
@@ -175,14 +182,18 @@ def measure_point(job, folder: Path, in_process_memory: bool) -> dict:
     if run.error is not None:
         raise RuntimeError(f"figure 11: the run {folder.name} failed: {run.error}") from run.error
     sent = [p.stat().st_size for p in files.glob("update-1-edge-*")]
+    evaluation = ("prepare_eval", "eval_edge", "evaluate")
     point = {
         "cloud_round_s": sum(seconds["aggregate"]) / len(seconds["aggregate"]),
+        "cloud_round_wall_s": sum(walls["aggregate"]) / len(walls["aggregate"]),
         "cloud_peak_mib": _memory(job, files, in_process_memory),
         "edge_bytes": sum(sent) / len(sent),
-        "mlflow_calls": calls["calls"], "mlflow_s": calls["seconds"],
+        "mlflow_calls": calls["calls"], "mlflow_s": calls["seconds"], "mlflow_wall_s": calls["wall_seconds"],
         "mlflow_top": dict(sorted(calls["by_method"].items(), key=lambda kv: -kv[1])[:5]),
-        "eval_s": sum(sum(seconds.get(t, [])) for t in ("prepare_eval", "eval_edge", "evaluate")),
+        "eval_s": sum(sum(seconds.get(t, [])) for t in evaluation),
+        "eval_wall_s": sum(sum(walls.get(t, [])) for t in evaluation),
         "run_s": sum(sum(v) for v in seconds.values()),
+        "run_wall_s": sum(sum(v) for v in walls.values()),
         "task_s": {task: sum(v) for task, v in seconds.items()},
     }
     point.update(_compile(job, folder))
@@ -203,12 +214,12 @@ def run(settings: Settings, workdir: Path) -> dict:
     measured: dict[tuple, dict] = {}
     points: dict[str, list[dict]] = {}
     state = workdir / "scale" / "state"
-    # Not measured: the shared task library's SQLite schema (seconds, once per store).
-    from entgan.library.registry import library_for
-
+    # Not measured: one tiny run first (the shared task library's SQLite schema, lazy imports and
+    # first calls of every step and of the compiler), or the base point, where every axis starts,
+    # would carry them.
     warm = workdir / "scale" / "warm-up"
     warm.mkdir(parents=True, exist_ok=True)
-    library_for(_job(warm, state, **{**base, "image_size": 8})).client.search_experiments()
+    measure_point(_job(warm, state, edges=2, types=1, rounds=1, image_size=8), warm, in_process_memory=True)
     for axis, values in axes.items():
         points[axis] = []
         for value in values:
@@ -256,15 +267,36 @@ def summary_row(figure: dict) -> dict:
     measured = "; ".join(
         f"{axis}: memory {fmt(axis, 'cloud_peak_mib')}, cloud time {fmt(axis, 'cloud_round_s')}, "
         f"MLflow calls {fmt(axis, 'mlflow_calls')}, Workflow {fmt(axis, 'workflow_bytes')}"
-        for axis in figure["exponents"])
+        for axis in ORDER if axis in figure["exponents"])
     return {"figure": "11. scale (growth exponents, log-log slope)", "measured": measured,
             "target": f"cloud memory flat in edges (exponent <= {MEMORY_EXPONENT_TARGET})",
             "met": figure["target"]["met"]}
 
 
+def growth_table(figure: dict) -> str:
+    """Markdown: one row per quantity, one column per axis, the exponent and the values."""
+    axes = [a for a in ORDER if a in figure["points"]]
+    head = "| quantity | " + " | ".join(f"{a} {'/'.join(str(v) for v in figure['axes'][a])}" for a in axes) + " |"
+    rows = [head, "|---|" + "---|" * len(axes)]
+    for q in QUANTITIES:
+        cells = []
+        for a in axes:
+            e = figure["exponents"][a][q]
+            values = "/".join(_short(p[q]) for p in figure["points"][a])
+            cells.append(f"{'n/a' if e is None else f'{e:.2f}'} ({values})")
+        rows.append(f"| {SHORT[q]} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _short(value: float) -> str:
+    if value >= 10_000:
+        return f"{value / 1024:.0f}k"
+    return f"{value:.3g}"
+
+
 def plot(plt, figure: dict):
     """One panel per axis: each quantity relative to the axis' first point, log-log."""
-    axes = list(figure["points"])
+    axes = [a for a in ORDER if a in figure["points"]]
     fig, panels = plt.subplots(1, len(axes), figsize=(4 * len(axes), 3.8), squeeze=False)
     for ax, axis in zip(panels[0], axes):
         pts = figure["points"][axis]
