@@ -310,6 +310,7 @@ def plot(plt, figure: dict):
                     label=f"{SHORT[q]} ({'n/a' if slope is None else f'{slope:.2f}'})")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.minorticks_off()
         ax.set_xticks(xs)
         ax.set_xticklabels([str(x) for x in xs])
         ax.set(xlabel=axis, ylabel="relative to the first point", title=f"growth with {axis}")
