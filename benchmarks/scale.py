@@ -112,7 +112,10 @@ def _job(root: Path, state: Path, edges: int, types: int, rounds: int, image_siz
         "edges": [{"name": f"edge-{e}", "data": str(data / f"edge-{e}")} for e in range(1, edges + 1)],
         "train": {"rounds": 1, "local_steps": 1, "cloud_steps": 1, "batch_size": 4, "image_size": image_size,
                   "width": 4, "latent_dim": 8, "ema_decay": None, "min_edges": 1},
-        "eval": {"feature_steps": 1, "num_generated": 16, "feature_dim": 8, "c2st_steps": 1, "cas_steps": 1},
+        # KID needs at least half as many fakes as held-out real images, which grow with the edges
+        # (one per edge and type here): the job has to raise num_generated with its fleet.
+        "eval": {"feature_steps": 1, "num_generated": max(16, edges), "feature_dim": 8, "c2st_steps": 1,
+                 "cas_steps": 1},
         "deploy": {"min_cas_ratio": None, "max_kid_random": None},
         "state_dir": str(state),
     }, source="benchmark job scale")
