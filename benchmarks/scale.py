@@ -149,6 +149,7 @@ def _memory(job, files: Path, in_process: bool) -> float:
 
     r = 1
     updates = sorted(str(p) for p in files.glob(f"update-{r}-edge-*"))
+    job = job.model_copy(update={"train": job.train.model_copy(update={"rounds": 1})})  # a job file's bound
     spec = {"job": json.loads(job.model_dump_json()), "plan": str(files / "plan"),
             "state": str(files / f"state-{r - 1}"), "updates": updates, "out": str(files / "memory-state")}
     if not in_process:
@@ -232,7 +233,11 @@ def run(settings: Settings, workdir: Path) -> dict:
                 folder = workdir / "scale" / "-".join(f"{a[0]}{v}" for a, v in at.items())
                 folder.mkdir(parents=True, exist_ok=True)
                 print(f"[bench] scale: {at}", flush=True)
-                measured[key] = measure_point(_job(folder, state, **at), folder, settings.mode == "quick")
+                done = folder / "point.json"  # a point measured before (a run that stopped) is kept
+                if not done.exists():
+                    done.write_text(json.dumps(measure_point(_job(folder, state, **at), folder,
+                                                             settings.mode == "quick")))
+                measured[key] = json.loads(done.read_text())
             points[axis].append({"value": value, **measured[key]})
     exponents = {axis: {q: exponent([p["value"] for p in pts], [p[q] for p in pts]) for q in QUANTITIES}
                  for axis, pts in points.items()}
