@@ -80,6 +80,10 @@ def summary_rows(results: dict) -> list[dict]:
         rows.append(_ablation_row(f["ablation"]))
     if "efficiency" in f:
         rows.append(efficiency.summary_row(f["efficiency"]))
+    if "scale" in f:
+        from benchmarks.scale import summary_row
+
+        rows.append(summary_row(f["scale"]))
     return rows
 
 
@@ -282,6 +286,10 @@ def draw_all(results: dict, out: Path) -> list[Path]:
         save(_ablation_plot(plt, f["ablation"]), "ablation.png")
     if "efficiency" in f:
         save(efficiency.plot(plt, f["efficiency"]), "efficiency.png")
+    if "scale" in f:
+        from benchmarks.scale import plot
+
+        save(plot(plt, f["scale"]), "scale.png")
     return written
 
 

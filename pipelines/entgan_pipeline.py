@@ -15,14 +15,17 @@ label keys such as `kubernetes.io/hostname` are not legal names.)
 
 Each training task requests exactly its own edge's GPUs. When all edges ask for the same
 count, that count is compiled in. When they differ, a tiny `edge gpus` task in each loop
-iteration returns the edge's count as a string and the training task's accelerator limit
+iteration returns the edge's count as a string (it runs on the edge's own node, which holds the
+job image already, with imagePullPolicy IfNotPresent: no image pull per edge and round) and the
+training task's accelerator limit
 reads it (`set_accelerator_limit(<channel>)`: the backend's driver resolves the channel to the
 task's input string value and sets `limits: nvidia.com/gpu` from it; a field of a loop item
 does not compile, and nested loops with one `Collected` fail under kfp.local; see
 docs/kubeflow-backend-notes.md, section 3).
 
 Edge tasks get a pod deadline (`kubernetes.set_timeout`: a pod that hangs once running is
-stopped) and the whole run a workflow deadline (`PipelineConfig(active_deadline_seconds)`: a
+stopped) and retries with a bounded backoff (`Deadlines`: tries x pod deadline < run deadline),
+as do `aggregate` (a lost one would waste the round) and `deploy`; the whole run a workflow deadline (`PipelineConfig(active_deadline_seconds)`: a
 pod that no node accepts stays Pending, which a pod deadline does not count). Caching is off
 on every task: each one reads or writes the task library or the edges.
 
@@ -32,7 +35,6 @@ an iteration is in its inputs and logs. The loops keep KFP's own names: a `Paral
 whose outputs are `Collected` fails to resolve on the KFP backend (kubeflow/pipelines#13239).
 """
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
@@ -40,20 +42,11 @@ from kfp import compiler, dsl, kubernetes
 from components import build
 from entgan.job.spec import JobSpec
 from entgan.job.storage import CONFIG_NAME, ENDPOINT_ENVS, KEY_ENV, SECRET_ENV, SECRET_NAME
+from entgan.steps.deadlines import Deadlines
 from entgan.steps.wiring import describe
 
 EDGE_TAINT_KEY = "node-role.kubernetes.io/edge"  # KubeEdge's taint on edge nodes
 GPU = "nvidia.com/gpu"
-
-
-@dataclass(frozen=True)
-class Deadlines:
-    """How long things may take on a cluster. `edge_task_s`: one edge task's pod, counted from
-    when it runs on its node (a hung training); `run_s`: the whole run, Pending pods included
-    (an edge that no node accepts). Both fail the run, and `finish` records where it stopped."""
-
-    edge_task_s: int = 6 * 3600
-    run_s: int = 24 * 3600
 
 
 def _no_cache(task):
@@ -62,10 +55,15 @@ def _no_cache(task):
     return task.set_caching_options(False)
 
 
-def _pin_to_edge(task, edge_selector, timeout_s: int) -> None:
-    """Place an edge task on its edge node: node selector, toleration, credentials, deadline."""
+def _on_edge_node(task, edge_selector) -> None:
+    """Place a task on its edge's node: node selector and a toleration for tainted edge nodes."""
     kubernetes.add_node_selector_json(task, node_selector_json=edge_selector)
     kubernetes.add_toleration(task, key=EDGE_TAINT_KEY, operator="Exists", effect="NoSchedule")
+
+
+def _pin_to_edge(task, edge_selector, deadlines: Deadlines) -> None:
+    """Place an edge task on its edge node: node selector, toleration, credentials, deadline, retries."""
+    _on_edge_node(task, edge_selector)
     # Edge data may live in S3/MinIO: credentials only from the Secret, the endpoint from a ConfigMap.
     kubernetes.use_secret_as_env(
         task, secret_name=SECRET_NAME, secret_key_to_env={KEY_ENV: KEY_ENV, SECRET_ENV: SECRET_ENV}, optional=True
@@ -73,16 +71,21 @@ def _pin_to_edge(task, edge_selector, timeout_s: int) -> None:
     kubernetes.use_config_map_as_env(
         task, config_map_name=CONFIG_NAME, config_map_key_to_env={ENDPOINT_ENVS[0]: ENDPOINT_ENVS[0]}, optional=True
     )
-    kubernetes.set_timeout(task, timeout_s)
+    kubernetes.set_timeout(task, deadlines.edge_task_s)
     _no_cache(task)
-    _retry(task)
+    _retry(task, deadlines)
 
 
-def _retry(task):
-    """Retry a task that dies (pod killed, node lost, evicted) with backoff: 30 s, then 60 s.
-    An edge task's own errors do not fail it (run_edge_task writes a failure record and
-    the round goes on without that edge); the deploy step is idempotent, so it may rerun."""
-    return task.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="300s")
+def _retry(task, deadlines: Deadlines):
+    """Retry a task whose pod dies with a bounded backoff (30 s, then 60 s by default). Argo
+    retries a `Failed` pod (OOM kill, eviction, its own deadline) but not an `Error` one (a node
+    lost with its pod: "pod deleted"): KFP's retryStrategy has no policy, so Argo's default
+    `OnFailure` applies. An edge task's own errors do not fail it (run_edge_task writes a failure
+    record and the round goes on without that edge); aggregate and deploy record nothing twice
+    when they run again (`entgan.steps.records.record`). `Deadlines` bounds tries x pod deadline."""
+    backoff = deadlines.backoffs_s()
+    return task.set_retry(num_retries=deadlines.retries, backoff_duration=f"{deadlines.backoff_s}s",
+                          backoff_factor=2.0, backoff_max_duration=f"{max(backoff or [deadlines.backoff_s])}s")
 
 
 class _Task:
@@ -113,8 +116,12 @@ class _KfpBuilder:
             if self.gpu_counts[0]:
                 task.set_accelerator_type(GPU).set_accelerator_limit(self.gpu_counts[0])
             return
+        # On the edge's own node, which holds the job image already (inspect edge ran it there):
+        # no image pull per edge and round, whatever node would otherwise take the pod.
         count = _no_cache(self.c.edge_gpus(job=self.job_json, edge=edge).set_display_name("GPUs of the edge"))
-        _retry(count)
+        _on_edge_node(count, edge)
+        kubernetes.set_image_pull_policy(count, "IfNotPresent")
+        _retry(count, self.deadlines)
         task.set_accelerator_type(GPU).set_accelerator_limit(count.output)
 
     def _inputs(self, round_number: int, inputs: dict) -> dict:
@@ -125,7 +132,7 @@ class _KfpBuilder:
         made.set_display_name(display)
         _no_cache(made)
         if retry:
-            _retry(made)
+            _retry(made, self.deadlines)
         return _Task(made)
 
     def each_edge(self, created: _Task, task: str, display: str, gpus: bool = False, round_number: int = 0,
@@ -133,7 +140,7 @@ class _KfpBuilder:
         with dsl.ParallelFor(created.out("Output")) as edge:
             made = getattr(self.c, task)(job=self.job_json, edge=edge, kfp_run_id=self.run_id,
                                          **self._inputs(round_number, inputs)).set_display_name(display)
-            _pin_to_edge(made, edge, self.deadlines.edge_task_s)
+            _pin_to_edge(made, edge, self.deadlines)
             if gpus:
                 self._request_gpus(made, edge)
         return _Task(made)
@@ -176,11 +183,61 @@ def build_pipeline(job: JobSpec, deadlines: Deadlines = Deadlines()):
 
 def compile_job(job: JobSpec, output: str | Path, deadlines: Deadlines = Deadlines()) -> Path:
     """Write the pipeline YAML of `job` (for upload to Kubeflow or a local run). Refuses (with
-    `pipelines.package_size.PipelineTooLarge`) a pipeline too big for the KFP backend (`check_package_size`)."""
-    from pipelines.package_size import check_package_size
+    `pipelines.package_size.PipelineTooLarge`) a pipeline whose Argo Workflow would not fit the
+    backend (`check_package_size`), naming the most rounds that fit the job's edges."""
+    from pipelines.package_size import PipelineTooLarge, check_package_size
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(job, deadlines), str(output))
-    check_package_size(output)
+    try:
+        check_package_size(output)
+    except PipelineTooLarge:
+        check_package_size(output, most_rounds=most_rounds(job, deadlines))
     return output
+
+
+def workflow_bytes(job: JobSpec, deadlines: Deadlines = Deadlines()) -> int:
+    """The modelled Argo Workflow size of `job`'s run (spec and compressed status; `pipelines.workflow_size`)."""
+    import tempfile
+
+    from pipelines.package_size import package_workflow_size
+
+    with tempfile.TemporaryDirectory(prefix="entgan-size-") as tmp:
+        path = Path(tmp) / "p.yaml"
+        compiler.Compiler().compile(build_pipeline(job, deadlines), str(path))
+        return package_workflow_size(path).total
+
+
+def most_rounds(job: JobSpec, deadlines: Deadlines = Deadlines()) -> int:
+    """The cap on `train.rounds` for `job`'s edges and types: the most rounds whose modelled
+    Workflow fits `pipelines.workflow_size.BUDGET` (0 if not even one does). The size grows
+    linearly in rounds: a secant estimate from 1 and 3 rounds, checked and moved to the edge."""
+    from pipelines.workflow_size import BUDGET
+
+    def size(rounds: int) -> int:
+        return workflow_bytes(job.model_copy(update={"train": job.train.model_copy(update={"rounds": rounds})}),
+                              deadlines)
+
+    sizes: dict[int, int] = {}
+
+    def known(rounds: int) -> int:
+        if rounds not in sizes:
+            sizes[rounds] = size(rounds)
+        return sizes[rounds]
+
+    if known(1) > BUDGET:
+        return 0
+    known(3)
+    low, high = 1, 3  # a secant step between two known sizes, then to the edge one round at a time
+    for _ in range(3):
+        slope = max(1.0, (sizes[high] - sizes[low]) / (high - low))
+        guess = max(1, low + int((BUDGET - sizes[low]) // slope))
+        if guess in sizes:
+            break
+        known(guess)
+        low, high = sorted((high, guess))
+    rounds = max(r for r, b in sizes.items() if b <= BUDGET)
+    while known(rounds + 1) <= BUDGET:
+        rounds += 1
+    return rounds

@@ -42,7 +42,9 @@ _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
 # The oldest KFP backend that runs EntGAN's pipeline correctly, and why (see docs/kubeflow-backend-notes.md).
 MIN_BACKEND = (2, 17, 0)
 MIN_BACKEND_WHY = (
-    "PipelineTaskFinalStatus and task display names need 2.14, `optional` Secret/ConfigMap env 2.15, "
+    "backends up to 2.16 reject the upload: their strict parser does not know the run deadline "
+    "(pipelineConfig field 5, activeDeadlineSeconds; backend/src/apiserver/template/v2_template.go); "
+    "also PipelineTaskFinalStatus and task display names need 2.14, `optional` Secret/ConfigMap env 2.15, "
     "collected artifact lists 2.16, and an exit handler around loops is reported correctly from 2.17"
 )
 

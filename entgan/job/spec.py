@@ -94,9 +94,16 @@ class EdgeSpec(_Strict):
         return {EDGE_LABEL: self.name, **self.node_selector}
 
 
+# The most rounds whose Argo Workflow fits the KFP backend for the smallest job (one edge): Argo's
+# MAX_WORKFLOW_SIZE, modelled in pipelines/workflow_size.py. More edges fit fewer rounds; compile
+# refuses a job over its own cap and names it (pipelines.entgan_pipeline.most_rounds;
+# tests/pipelines/test_compile.py tests the cap and one past it).
+MAX_ROUNDS = 51
+
+
 class TrainSpec(_Strict):
     strategy: Literal["entgan", "fedgan"] = "entgan"
-    rounds: int = Field(default=4, ge=1, le=64)  # the most that fit the KFP backend (pipelines/test_compile.py)
+    rounds: int = Field(default=4, ge=1, le=MAX_ROUNDS)
     local_steps: int = Field(default=100, ge=1, description="D+G steps per edge per round")
     cloud_steps: int | None = Field(
         default=None, ge=1, validate_default=True,

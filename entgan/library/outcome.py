@@ -20,8 +20,12 @@ Waiting by a trigger that was not met is a checked run (both succeed, whatever t
 says); a stage a task marked Failed is a failed run; otherwise the first stage that did not
 complete is where the run stopped (a pod killed, a task that crashed before it could record),
 and the backend's status only explains why. An edge whose task marked itself Running and never
-finished (`entgan.steps.records.lost_edges`) is named: its pod died, and the backend cannot go
-on without it (a failed loop iteration stops the round; docs/kubeflow-backend-notes.md, §4).
+finished (`entgan.steps.records.lost_edges`) is named as "stopped while running": its pod was
+killed, its node lost, or the run was terminated or hit its deadline (which of these, the records
+cannot tell; the run deadline is named when it had passed). The backend cannot go on without
+that edge (a failed loop iteration stops the round; docs/kubeflow-backend-notes.md, §4). On the
+backend a Terminate and the run deadline reach `finish` as RUNNING, never CANCELED (Argo sets the
+Workflow's activeDeadlineSeconds and still runs the exit hook); CANCELED comes from kfp.local.
 """
 
 from __future__ import annotations
@@ -61,7 +65,10 @@ _WHY = {
     Backend.FAILED: "a task failed or its pod was killed (OOM, eviction, lost node)",
     Backend.CANCELED: "the run was canceled",
     Backend.SUCCEEDED: "the pipeline ended before this stage finished",
-    Backend.NOT_FINAL: "the pipeline ended before this stage finished",
+    # On the KFP backend a Terminate and the run deadline both reach the exit handler as RUNNING
+    # (Argo sets the Workflow's activeDeadlineSeconds and still runs the exit hook), never CANCELED.
+    Backend.NOT_FINAL: "the pipeline ended before this stage finished (a terminated run or one past its "
+                       "deadline reports this too)",
 }
 
 
@@ -90,18 +97,31 @@ def _trigger_not_met(history: list[StateChange]) -> bool:
     return bool(train) and train[-1].state is State.WAITING and train[-1].detail.startswith(TRIGGER_NOT_MET)
 
 
-POD_DIED = "pod died (OOM, eviction or lost node)"
+# What an edge task left at Running tells, and no more: an OOM kill or eviction (retried first),
+# a lost node (not retried: Argo marks it Error), a Terminate or the run deadline look the same.
+STOPPED_RUNNING = "its pod was killed, its node lost, or the run was terminated or hit its deadline"
 
 
-def lost_reasons(lost: dict[str, int]) -> dict[str, str]:
-    """{edge: round} of edges whose task never finished -> {edge: why, in words}."""
-    return {edge: f"{edge}'s {POD_DIED}" + (f" in round {r}" if r else "") for edge, r in sorted(lost.items())}
+def lost_reasons(lost: dict[str, int], deadline: str = "") -> dict[str, str]:
+    """{edge: round} of edges whose task never finished -> {edge: why, in words}; `deadline`:
+    a sentence naming the run deadline when it had passed."""
+    return {edge: f"{edge} stopped while running" + (f" in round {r}" if r else "") + f": {STOPPED_RUNNING}"
+            + (f" ({deadline})" if deadline else "") for edge, r in sorted(lost.items())}
+
+
+def deadline_passed(history: list[StateChange], now: float, deadline_s: float | None) -> str:
+    """'the run deadline (24 h) had passed' when `now` is that long after the run's first record."""
+    if not deadline_s or not history or now - min(c.at for c in history) < deadline_s:
+        return ""
+    limit = f"{deadline_s / 3600:g} h" if deadline_s % 3600 == 0 else f"{deadline_s:g} s"
+    return f"the run deadline ({limit}) had passed"
 
 
 def decide(history: list[StateChange], pipeline_state: str, error: str = "",
-           lost: dict[Stage, dict[str, int]] | None = None) -> Outcome:
+           lost: dict[Stage, dict[str, int]] | None = None, deadline: str = "") -> Outcome:
     """The run's outcome from its stage records; `pipeline_state` / `error` only explain a failure.
-    `lost`: per stage, the edges whose task started and never finished (-> round)."""
+    `lost`: per stage, the edges whose task started and never finished (-> round); `deadline`:
+    `deadline_passed`'s sentence, named in the reason."""
     states = current_states(history)
     if all(states[s] is State.COMPLETED for s in Stage):
         return Outcome(True, "trained, evaluated and deployed (every stage Completed)")
@@ -118,7 +138,9 @@ def decide(history: list[StateChange], pipeline_state: str, error: str = "",
     if running and backend_state(pipeline_state) is Backend.CANCELED:  # canceled, not dead
         return Outcome(False, f"stage {stopped.value} stopped at {was}: {why}; still running then: "
                        f"{', '.join(sorted(running))}", failed_stage=stopped)
-    dead = lost_reasons(running)
+    dead = lost_reasons(running, deadline)
     if dead:
         why = f"{'; '.join(dead.values())}: the run cannot go on without it (the pipeline reported {said})"
+    elif deadline:
+        why = f"{why}; {deadline}"
     return Outcome(False, f"stage {stopped.value} stopped at {was}: {why}", failed_stage=stopped, lost=dead)

@@ -10,23 +10,30 @@ import time
 
 from entgan.job.lifecycle import State, StateChange
 from entgan.job.redact import redact
-from entgan.library.outcome import decide
+from entgan.library.outcome import deadline_passed, decide
 from entgan.steps.common import TaskContext, log
+from entgan.steps.deadlines import Deadlines
 from entgan.steps.records import lost_edges, record
 
 
-def finish(ctx: TaskContext, pipeline_state: str, error: str) -> None:
+def finish(ctx: TaskContext, pipeline_state: str, error: str, now: float | None = None,
+           run_deadline_s: float | None = Deadlines().run_s) -> None:
     """Decide the run's outcome; a stage that stopped without recording why is marked Failed
-    (with each edge whose pod died named in an edge failure record); the MLflow run ends."""
+    (with each edge left Running named in an edge failure record: its pod was killed, its node
+    lost, or the run was terminated or hit its deadline; the run deadline is named when `now`
+    is past it); the MLflow run ends."""
     library = ctx.library
     run_id = library.run_for(ctx.kfp_run_id)
     if run_id is None:  # the pipeline failed before `create job` opened a run
         log(f"no MLflow run for KFP run {ctx.kfp_run_id}; pipeline {pipeline_state}: {error}")
         return
-    outcome = decide(library.states(run_id), pipeline_state, error, lost_edges(library.run_tags(run_id)))
+    history = library.states(run_id)
+    now = time.time() if now is None else now
+    outcome = decide(history, pipeline_state, error, lost_edges(library.run_tags(run_id)),
+                     deadline_passed(history, now, run_deadline_s))
     if outcome.failed_stage is not None:
         for edge, why in (outcome.lost or {}).items():
-            change = StateChange(outcome.failed_stage, State.FAILED, time.time(), "edge lost", edge, why)
+            change = StateChange(outcome.failed_stage, State.FAILED, now, "edge lost", edge, why)
             library.record_state(run_id, change)
         record(library, run_id, outcome.failed_stage, State.FAILED, detail=redact(outcome.reason)[:2000])
     log(f"run {'succeeded' if outcome.succeeded else 'failed'}: {outcome.reason}")

@@ -3,7 +3,8 @@
 A failure is recorded in one way (`record_failure`) whether a cloud task fails
 (`recorded_failure`), an edge task fails (`run_edge_task`) or the cloud refuses what an edge
 sent (`EdgeQuorum.collect`). Each edge task also marks its progress (`EdgeProgress`): Running
-first, Completed or Failed last, so that `finish` can name an edge whose pod died in between.
+first, Completed or Failed last, so that `finish` can name an edge that stopped while running
+(its pod killed, its node lost, or the run terminated or past its deadline).
 How many edges must answer is the job's `train.min_edges`, held by `EdgeQuorum` (as Flower's
 strategies hold `min_fit_clients`) and checked only there.
 """

@@ -62,8 +62,8 @@ def _train_eval_deploy(b, rounds: int, created, planned) -> None:
     for r in range(1, rounds + 1):
         trained = b.each_edge(created, "train_edge", f"train round {r} (each edge)", gpus=True, round_number=r,
                               plan=the_plan, global_state=state)
-        aggregated = b.cloud("aggregate", f"aggregate round {r}", round_number=r, plan=the_plan, global_state=state,
-                             updates=trained.collected("update"))
+        aggregated = b.cloud("aggregate", f"aggregate round {r}", retry=True, round_number=r, plan=the_plan,
+                             global_state=state, updates=trained.collected("update"))
         state = aggregated.out("new_state")
     prepared = b.cloud("prepare_eval", "prepare eval", plan=the_plan, initial_state=start, global_state=state)
     evaluated = b.each_edge(created, "eval_edge", "eval (each edge)", plan=the_plan, global_state=state,

@@ -50,10 +50,10 @@ def test_every_figure_is_there_with_a_target_verdict(results):
     for name, figure in data["figures"].items():
         assert isinstance(figure["target"]["met"], bool), name
         assert figure["what"] and figure["how"], name
-    assert [row["figure"].split(".")[0] for row in data["summary"]] == [str(i) for i in range(1, 11)]
+    assert [row["figure"].split(".")[0] for row in data["summary"]] == [str(i) for i in range(1, 12)]
     assert "| figure | measured | target | met |" in stdout
     for png in ("speedup", "transfer", "cost", "orchestration", "throughput", "quality", "fidelity", "downstream",
-                "ablation", "efficiency"):
+                "ablation", "efficiency", "scale"):
         assert (folder / f"{png}.png").stat().st_size > 1000
 
 
@@ -117,6 +117,29 @@ def test_cost_orchestration_throughput_and_quality_are_in_range(results):
     if q["cas_real"] > 0 and len(per_seed) == q["cas_seeds"]:
         assert q["cas_ratio"] == pytest.approx(q["cas_synthetic"] / q["cas_real"])
         assert min(per_seed) - 1e-9 <= q["cas_ratio"] <= max(per_seed) + 1e-9
+
+
+def test_scale_measures_every_quantity_on_every_axis(results):
+    from benchmarks.scale import AXES_QUICK, QUANTITIES
+
+    data = results[0]
+    s = data["figures"]["scale"]
+    assert s["axes"] == {a: list(v) for a, v in AXES_QUICK.items()}
+    for axis, points in s["points"].items():
+        assert [p["value"] for p in points] == list(AXES_QUICK[axis]), axis
+        for p in points:
+            for q in QUANTITIES:
+                assert _positive(p[q]) or (q == "cloud_peak_mib" and p[q] == 0), (axis, q, p[q])
+            assert p["workflow_bytes"] == p["workflow_spec_bytes"] + p["workflow_status_bytes"]
+        for q in QUANTITIES:
+            e = s["exponents"][axis][q]
+            assert e is None or math.isfinite(e), (axis, q)
+    # What the axes must change, they change: more edges, more nodes in the Workflow's status and
+    # more MLflow calls; more rounds, a bigger IR; a bigger image, a bigger model to send.
+    edges, rounds, size = s["points"]["edges"], s["points"]["rounds"], s["points"]["image_size"]
+    assert edges[-1]["workflow_nodes"] > edges[0]["workflow_nodes"] and edges[-1]["mlflow_calls"] > edges[0]["mlflow_calls"]
+    assert rounds[-1]["ir_bytes"] > rounds[0]["ir_bytes"] and size[-1]["edge_bytes"] > size[0]["edge_bytes"]
+    assert data["machine"]["cpu_model"] and isinstance(data["machine"]["vector_extensions"], list)
 
 
 def test_quality_scores_champions_trained_as_the_demo_job_trains():

@@ -339,6 +339,7 @@ def test_old_or_unknown_backend_is_refused_naming_version_minimum_and_why(kfp, r
     message = str(err.value)
     assert says in message and ">= 2.17.0" in message
     assert "PipelineTaskFinalStatus" in message and "exit handler around loops" in message
+    assert "reject the upload" in message and "pipelineConfig field 5" in message  # the hard reason
 
 
 def test_cookies_and_proxy_go_through_kfp_client_options(kfp, package):
@@ -370,19 +371,17 @@ def test_connection_settings_come_from_the_environment(tmp_path):
 
 def test_the_tiny_package_fits_the_backend_limits(package):
     sizes = package_size.check_package_size(package)
-    assert sizes["largest_bytes"] < package_size.ARG_LIMIT and sizes["total_bytes"] < package_size.WORKFLOW_LIMIT
+    assert 0 < sizes["spec_bytes"] < sizes["workflow_bytes"] <= package_size.BUDGET
 
 
 def test_a_package_over_a_limit_is_refused_before_anything_is_sent(kfp, package):
-    # Prepare: the same package against limits it does not fit
+    # Prepare: the same package against a budget it does not fit
     sizes = package_size.check_package_size(package)
     # Execute / Assert
-    with pytest.raises(PipelineTooLarge, match=f"component {sizes['largest']!r} is .* lower train.rounds"):
-        package_size.check_package_size(package, arg_limit=sizes["largest_bytes"] - 1)
-    with pytest.raises(PipelineTooLarge, match="etcd's 1.5 MiB"):
-        package_size.check_package_size(package, workflow_limit=sizes["total_bytes"] - 1)
+    with pytest.raises(PipelineTooLarge, match=r"Argo Workflow .* over the .* MAX_WORKFLOW_SIZE .*lower train.rounds"):
+        package_size.check_package_size(package, budget=sizes["workflow_bytes"] - 1)
     big = package.parent / "big.yaml"
-    big.write_text(package.read_text().replace("executorLabel:", "description: '" + "x" * 200_000 + "'\n    executorLabel:", 1))
-    with pytest.raises(PipelineTooLarge, match="over the 96 KiB"):
+    big.write_text(package.read_text().replace("executorLabel:", "description: '" + "x" * 2_000_000 + "'\n    executorLabel:", 1))
+    with pytest.raises(PipelineTooLarge, match="MAX_WORKFLOW_SIZE"):
         kfp_client.upload(_api(kfp), big, "entgan-tiny", "d")
     assert not kfp.calls("upload_pipeline")

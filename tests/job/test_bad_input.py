@@ -21,7 +21,7 @@ from PIL import Image
 
 from entgan.cli.verbs import main
 from entgan.job.data import DataError, load_images
-from entgan.job.spec import NAME_PATTERN, JobError, JobSpec, parse_job
+from entgan.job.spec import MAX_ROUNDS, NAME_PATTERN, JobError, JobSpec, parse_job
 from entgan.library.registry import RegistryError, TaskLibrary, library_for
 from tests.conftest import tiny_job_dict, write_job
 from tests.steps_driver import drive
@@ -266,7 +266,7 @@ def test_any_document_is_a_job_or_a_job_error(changes):
 
 @settings(max_examples=100, deadline=None)
 @given(name=_names, edges=st.lists(_names, min_size=1, max_size=5, unique=True),
-       types=st.lists(_names, min_size=1, max_size=4, unique=True), rounds=st.integers(1, 64))
+       types=st.lists(_names, min_size=1, max_size=4, unique=True), rounds=st.integers(1, MAX_ROUNDS))
 def test_every_safe_job_parses_and_round_trips(name, edges, types, rounds):
     job = parse_job({"name": name, "edges": [{"name": e, "data": f"/data/{e}"} for e in edges],
                      "data_types": types, "train": {"rounds": rounds}})

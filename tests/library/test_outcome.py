@@ -89,11 +89,28 @@ def test_every_runner_value_has_a_meaning(value, meaning):
 def test_an_edge_left_running_is_named_as_lost():
     lost = {Stage.TRAIN: {"edge-3": 2}, Stage.EVAL: {"edge-1": 0}}
     outcome = decide(CRASHED, "FAILED", lost=lost)
+    # What the records can tell, and no more: OOM, eviction, a lost node, Terminate and the
+    # run deadline all leave the edge at Running (Terminate and deadline reach finish as RUNNING).
     assert outcome.failed_stage is Stage.TRAIN and outcome.lost == {
-        "edge-3": "edge-3's pod died (OOM, eviction or lost node) in round 2"}
-    assert "edge-3's pod died" in outcome.reason and "edge-1" not in outcome.reason  # eval never started
+        "edge-3": "edge-3 stopped while running in round 2: its pod was killed, its node lost, or the run was "
+                  "terminated or hit its deadline"}
+    assert "edge-3 stopped while running" in outcome.reason and "edge-1" not in outcome.reason  # eval never started
     canceled = decide(CRASHED, "CANCELED", lost=lost)
     assert not canceled.lost and "canceled" in canceled.reason and "still running then: edge-3" in canceled.reason
+
+
+def test_the_run_deadline_is_named_once_it_has_passed():
+    from entgan.library.outcome import deadline_passed
+
+    start = min(c.at for c in CRASHED)
+    assert deadline_passed(CRASHED, start + 3600, 24 * 3600) == ""
+    passed = deadline_passed(CRASHED, start + 24 * 3600 + 1, 24 * 3600)
+    assert passed == "the run deadline (24 h) had passed"
+    # On the backend a run stopped by its deadline reaches finish as RUNNING, with an edge left Running.
+    outcome = decide(CRASHED, "RUNNING", lost={Stage.TRAIN: {"edge-3": 2}}, deadline=passed)
+    assert outcome.lost["edge-3"].endswith("(the run deadline (24 h) had passed)")
+    assert "the run deadline (24 h) had passed" in decide(CRASHED, "RUNNING", deadline=passed).reason
+    assert "deadline" not in decide(CRASHED, "RUNNING", lost={Stage.TRAIN: {"edge-3": 2}}).lost["edge-3"].split(": ")[0]
 
 
 def test_lost_edges_are_those_whose_last_mark_is_running():

@@ -90,6 +90,7 @@ def _compile_with_gpus(tmp_path, gpus: list[int], rounds: int = 2):
     data = yaml.safe_load((REPO / "jobs" / "demo.yaml").read_text())
     data["edges"] = [{"name": f"edge-{i}", "data": f"/data/edge-{i}", "gpus": g} for i, g in enumerate(gpus, 1)]
     data["train"]["rounds"] = rounds
+    data["train"]["min_edges"] = min(len(gpus), data["train"].get("min_edges", 1))
     job = parse_job(data)
     pipeline_doc, platform_doc = yaml.safe_load_all(compile_job(job, tmp_path / "p.yaml").read_text())
     return job, pipeline_doc, platform_doc
@@ -175,26 +176,81 @@ def test_caching_is_off_on_every_task(compiled):
         assert task.get("cachingOptions") == {}, key
 
 
-def _rounds_bound() -> int:
-    from entgan.job.spec import TrainSpec
-
-    return next(m.le for m in TrainSpec.model_fields["rounds"].metadata if getattr(m, "le", None) is not None)
+def _one_more_round(job):
+    return job.model_copy(update={"train": job.train.model_copy(update={"rounds": job.train.rounds + 1})})
 
 
 def test_the_most_rounds_the_config_allows_fit_the_backend_and_one_more_is_refused(tmp_path):
-    """The backend hands each DAG component to its driver pod as one argument (Linux caps one at
-    128 KiB; `check_package_size` keeps 96 KiB) and keeps the workflow in etcd (1.5 MiB; 1 MiB
-    checked). `train.rounds`' upper bound is the largest count that fits."""
-    from pipelines.package_size import ARG_LIMIT, WORKFLOW_LIMIT, PipelineTooLarge, check_package_size
+    """`train.rounds`' bound is the most rounds whose Argo Workflow (spec and compressed status,
+    `pipelines.workflow_size`) fits Argo's MAX_WORKFLOW_SIZE with headroom, for one edge."""
+    from entgan.job.spec import MAX_ROUNDS, TrainSpec
+    from pipelines.package_size import PipelineTooLarge, check_package_size
+    from pipelines.workflow_size import BUDGET, MAX_WORKFLOW_SIZE
 
-    most = _rounds_bound()
-    job, _, _ = _compile_with_gpus(tmp_path, [0, 1, 2], rounds=most)  # compile_job checks the size
+    assert any(getattr(m, "le", None) == MAX_ROUNDS for m in TrainSpec.model_fields["rounds"].metadata)
+    job, _, _ = _compile_with_gpus(tmp_path, [0], rounds=MAX_ROUNDS)  # compile_job checks the size
     sizes = check_package_size(tmp_path / "p.yaml")
-    assert sizes["largest_bytes"] <= ARG_LIMIT < 128 * 1024 and sizes["total_bytes"] <= WORKFLOW_LIMIT
-    assert sizes["largest_bytes"] > ARG_LIMIT - 2 * 1024  # a tight bound: not far below the limit
-    one_more = job.model_copy(update={"train": job.train.model_copy(update={"rounds": most + 1})})
-    with pytest.raises(PipelineTooLarge, match="lower train.rounds"):
-        compile_job(one_more, tmp_path / "bigger.yaml")
+    assert sizes["workflow_bytes"] <= BUDGET < MAX_WORKFLOW_SIZE == 1024 * 1024
+    assert sizes["workflow_bytes"] > BUDGET - 20 * 1024  # a tight bound: one round is ~20 KiB
+    with pytest.raises(PipelineTooLarge, match=f"at most {MAX_ROUNDS} rounds fit 1 edges; lower train.rounds"):
+        compile_job(_one_more_round(job), tmp_path / "bigger.yaml")
+
+
+def test_a_bigger_fleet_has_a_lower_cap_and_it_is_the_one_compile_enforces(tmp_path):
+    """Every edge adds nodes to the Workflow's status in every round: 16 edges of a mixed fleet
+    (an `edge gpus` task per edge and round) fit far fewer rounds; at the cap the job compiles,
+    one round more is refused."""
+    from entgan.job.spec import MAX_ROUNDS
+    from pipelines.entgan_pipeline import most_rounds
+    from pipelines.package_size import PipelineTooLarge
+
+    job, _, _ = _compile_with_gpus(tmp_path, [0, 1] * 8, rounds=2)
+    cap = most_rounds(job)
+    assert 1 < cap < MAX_ROUNDS
+    at_cap = job.model_copy(update={"train": job.train.model_copy(update={"rounds": cap})})
+    compile_job(at_cap, tmp_path / "cap.yaml")
+    with pytest.raises(PipelineTooLarge, match=f"{cap + 1} rounds x 16 edges.* at most {cap} rounds fit 16 edges"):
+        compile_job(_one_more_round(at_cap), tmp_path / "past.yaml")
+
+
+def _retry_policies(doc) -> dict:
+    return {key: t.get("retryPolicy") for dag in _dags(doc).values() for key, t in dag["tasks"].items()
+            if "executorLabel" in doc["components"][t["componentRef"]["name"]]}
+
+
+def test_tasks_whose_pod_dies_are_retried_with_a_bounded_backoff(tmp_path):
+    from entgan.steps.deadlines import Deadlines
+
+    _, doc, platform = _compile_with_gpus(tmp_path, [0, 1], rounds=2)
+    policies = _retry_policies(doc)
+    retried = {k.rstrip("-0123456789") for k, p in policies.items() if p}
+    # Every edge task, the aggregate of each round (losing it would waste the round) and deploy;
+    # not the one-shot cloud steps and not `finish`.
+    assert retried == {"inspect-edge", "train-edge", "edge-gpus", "eval-edge", "aggregate", "deploy"}
+    for key, policy in policies.items():
+        if policy:
+            assert policy == {"maxRetryCount": 2, "backoffDuration": "30s", "backoffFactor": 2.0,
+                              "backoffMaxDuration": "60s"}, key
+    # Tries x the pod deadline, with the backoffs, end before the run deadline ...
+    deadlines = Deadlines()
+    assert deadlines.worst_edge_task_s() == 3 * 6 * 3600 + 30 + 60 < deadlines.run_s
+    # ... and a setting where they would not is refused.
+    with pytest.raises(ValueError, match="longer than the run deadline"):
+        Deadlines(edge_task_s=9 * 3600)
+
+
+def test_the_gpu_count_runs_on_the_edge_node_without_an_image_pull(tmp_path):
+    _, doc, platform = _compile_with_gpus(tmp_path, [0, 1, 2], rounds=2)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    counters = [e for e in doc["deploymentSpec"]["executors"] if e.startswith("exec-edge-gpus")]
+    assert counters
+    for name in counters:
+        # the same node as the training task it feeds (which uses the same image) ...
+        selector = executors[name]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"]
+        assert selector.endswith("create-job-Output-loop-item")
+        assert {"key": EDGE_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"} in executors[name]["tolerations"]
+        # ... and the image already there is used, never pulled again
+        assert executors[name]["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_components_use_the_project_image_without_runtime_pip(compiled):

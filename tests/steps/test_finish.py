@@ -80,12 +80,12 @@ def killed(demo_edges, tmp_path_factory):
     return run.job
 
 
-def _finish_on_a_copy(job, tmp_path, value, error=""):
+def _finish_on_a_copy(job, tmp_path, value, error="", **when):
     """Run the real exit step with `value` on a copy of the job's store; (library, run id)."""
     shutil.copytree(job.state_dir, tmp_path / "state")
     copy = job.model_copy(update={"state_dir": str(tmp_path / "state")})
     library = library_for(copy)
-    finish(TaskContext(copy, "kfp-run-1", library), value, error)
+    finish(TaskContext(copy, "kfp-run-1", library), value, error, **when)
     run_id = library.run_for("kfp-run-1")
     return library, run_id
 
@@ -129,6 +129,18 @@ def test_a_killed_edge_fails_the_run_and_is_named(killed, tmp_path, value):
         assert "the run was canceled" in stage_failed[-1].detail and "still running then: edge-2" in stage_failed[-1].detail
         assert lost == []
         return
-    assert "edge-2's pod died (OOM, eviction or lost node) in round 1" in stage_failed[-1].detail
+    assert ("edge-2 stopped while running in round 1: its pod was killed, its node lost, or the run was "
+            "terminated or hit its deadline") in stage_failed[-1].detail
     assert [(c.stage, c.edge) for c in lost] == [(Stage.TRAIN, "edge-2")]
-    assert "pod died" in lost[0].error
+    assert "stopped while running" in lost[0].error and "deadline had passed" not in lost[0].error
+
+
+def test_a_run_stopped_by_its_deadline_names_it(killed, tmp_path):
+    """On the backend the run deadline reaches the exit handler as RUNNING; finish, run after
+    the deadline, says so."""
+    import time
+
+    library, run_id = _finish_on_a_copy(killed, tmp_path, "RUNNING", now=time.time() + 3600, run_deadline_s=60)
+    lost = [c for c in library.states(run_id) if c.state is State.FAILED and c.edge is not None]
+    assert [c.edge for c in lost] == ["edge-2"]
+    assert lost[0].error.endswith("(the run deadline (60 s) had passed)")
