@@ -112,14 +112,10 @@ def run(mode: str, out: Path, workdir: Path, only: tuple[str, ...] = FIGURES) ->
             results["figures"]["downstream"] = timed("downstream", downstream.run, settings, workdir, generators,
                                                      pooled, pool.holdout)
             save()
-    if "ablation" in only:
-        results["figures"]["ablation"] = timed("ablation", ablation.run, settings, workdir)
-        save()
-    if "efficiency" in only:
-        results["figures"]["efficiency"] = timed("efficiency", efficiency.run, settings, workdir)
-    if "scale" in only:
-        results["figures"]["scale"] = timed("scale", scale.run, settings, workdir)
-        save()
+    for name, figure in (("ablation", ablation), ("efficiency", efficiency), ("scale", scale)):  # each on its own
+        if name in only:
+            results["figures"][name] = timed(name, figure.run, settings, workdir)
+            save()
     results["summary"] = plots.summary_rows(results)
     save()
     plots.draw_all(results, out)

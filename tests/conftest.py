@@ -70,3 +70,14 @@ def tiny_job(demo_edges, tmp_path):
 def write_job(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+@pytest.fixture
+def local_runner(tmp_path, monkeypatch):
+    """kfp.local's subprocess runner (no venv), its pipeline root under `tmp_path`, run from there."""
+    import kfp.local
+
+    monkeypatch.chdir(tmp_path)
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
+                   raise_on_error=True)
+    return tmp_path

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import kfp.local
 import pytest
 from kfp import dsl
 from kfp.dsl import Artifact, Output
@@ -53,14 +52,6 @@ def probes() -> str:
 @dsl.pipeline(name="broken-pipeline")
 def broken_pipeline():
     broken(message="edge-3 has no images: add some")
-
-
-@pytest.fixture
-def local_runner(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
-                   raise_on_error=True)
-    return tmp_path
 
 
 def _reports(root) -> list[dict]:

@@ -36,23 +36,13 @@ def _pipeline(retried: bool):
     return flaky
 
 
-@pytest.fixture
-def local(tmp_path, monkeypatch):
-    import kfp.local
-
-    monkeypatch.chdir(tmp_path)
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
-                   raise_on_error=True)
-    return tmp_path
-
-
-def test_a_task_that_dies_once_is_retried_and_succeeds(local):
-    marker = local / "tried"
+def test_a_task_that_dies_once_is_retried_and_succeeds(local_runner):
+    marker = local_runner / "tried"
     assert _pipeline(retried=True)(marker=str(marker)).output == "second try"
     assert marker.exists()
 
 
-def test_without_the_retry_the_same_task_fails_the_run(local):
+def test_without_the_retry_the_same_task_fails_the_run(local_runner):
     with pytest.raises(RuntimeError):
-        _pipeline(retried=False)(marker=str(local / "tried"))
-    assert Path(local / "tried").exists()
+        _pipeline(retried=False)(marker=str(local_runner / "tried"))
+    assert Path(local_runner / "tried").exists()
