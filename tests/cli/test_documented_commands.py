@@ -38,7 +38,7 @@ SHELLS = ("sh", "bash", "shell", "console")
 SKIPPED = [
     (r"make test\b", "runs the test suite, this test included"),
     (r"make (bench|bench-quick)\b", "benchmarks take minutes (tests/benchmarks/test_bench_quick.py runs the harness)"),
-    (r"python -m benchmarks\b", "benchmarks take minutes"),
+    (r"(\.venv/bin/)?python -m benchmarks\b", "benchmarks take minutes (profile_step: a minute of one core)"),
     (r"make images\b", "needs docker and an image registry"),
     (r"kubectl\b", "needs a Kubernetes cluster"),
     (r"sh manifests/new-credentials\.sh", "writes the cluster's credentials, used only by kubectl apply"),
