@@ -98,7 +98,7 @@ class EdgeSpec(_Strict):
 # MAX_WORKFLOW_SIZE, modelled in pipelines/workflow_size.py. More edges fit fewer rounds; compile
 # refuses a job over its own cap and names it (pipelines.entgan_pipeline.most_rounds;
 # tests/pipelines/test_compile.py tests the cap and one past it).
-MAX_ROUNDS = 51
+MAX_ROUNDS = 50
 
 
 class TrainSpec(_Strict):
