@@ -154,13 +154,6 @@ class Clock:
 
 
 
-def machine_line(machine: dict) -> str:
-    """One line for a timing: 'Intel(R) Xeon(R) ..., 2 cores, avx avx2 fma, 1 torch thread'."""
-    return (f"{machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores, "
-            f"{' '.join(machine.get('vector_extensions', [])) or 'no AVX'}, "
-            f"{machine.get('torch_threads', '?')} torch thread(s)")
-
-
 def machine_info() -> dict:
     import kfp
     import mlflow

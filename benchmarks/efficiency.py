@@ -17,7 +17,6 @@ curves, and `machine` (CPU model, cores, vector extensions).
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
@@ -25,9 +24,8 @@ import torch
 
 from benchmarks import ablation
 from benchmarks.common import federated_c2st, machine_info
-from benchmarks.profile_step import sgemm_gflops, step_flops
+from benchmarks.profile_step import step_cost
 from entgan.gan import strategies
-from entgan.gan.train import train_local
 from entgan.job.spec import EvalSpec, TrainSpec
 
 OLD = ablation.DEMO_A578639  # jobs/demo.yaml at a578639
@@ -41,23 +39,11 @@ TARGET = {"cpu_ratio_max": 0.4, "c2st_mean_max": 0.75, "c2st_type_max": 0.85, "c
           "downstream_gain_min": 0.05, "gflops_ratio_min": 0.75}
 
 
-def step_cost(train: TrainSpec, repeats: int, steps: int) -> dict:
-    """One D+G step of `train`: GFLOP, best CPU ms of `repeats` x `steps`, and the best one-thread
-    sgemm GFLOPS measured between them."""
-    recipe = strategies.recipe_of(train)
-    g, d = strategies.new_generator(train), strategies.new_discriminator(train)
+def recipe_step_cost(train: TrainSpec, repeats: int, steps: int) -> dict:
+    """`profile_step.step_cost` of one D+G step of `train` on 300 random images."""
     images = torch.rand(300, 3, train.image_size, train.image_size) * 2 - 1
-    gflop = step_flops(copy.deepcopy(g), copy.deepcopy(d), train.batch_size, recipe)
-    train_local(g, d, images, steps=2, batch_size=train.batch_size, lr=train.lr, recipe=recipe)  # warm up
-    ms, gemm = [], []
-    for _ in range(repeats):
-        gemm.append(sgemm_gflops())
-        start = time.process_time()
-        train_local(g, d, images, steps=steps, batch_size=train.batch_size, lr=train.lr, recipe=recipe)
-        ms.append((time.process_time() - start) / steps * 1000)
-    best = min(ms)
-    return {"gflop": gflop, "ms": best, "ms_all": ms, "gflops": gflop / best * 1000, "sgemm_gflops": max(gemm),
-            "gflops_ratio": gflop / best * 1000 / max(gemm)}
+    return step_cost(strategies.new_generator(train), strategies.new_discriminator(train), images, train.batch_size,
+                     strategies.recipe_of(train), repeats=repeats, steps=steps, lr=train.lr)
 
 
 def train_with_curve(data, train: TrainSpec, curve_steps: int) -> tuple[dict, float, list[dict]]:
@@ -100,7 +86,7 @@ def run(settings, workdir: Path, log=print) -> dict:
         generators = {t: strategies.load_generator(state, t, train) for t in TYPES}
         scores = ablation.score(generators, data, TYPES, c2st_steps=ablation.C2ST_STEPS[mode], cas_steps=cas_steps,
                                 cas_seeds=ablation.CAS_SEEDS[mode], image_size=train.image_size)
-        step = step_cost(train, repeats=3 if mode == "full" else 1, steps=30 if mode == "full" else 2)
+        step = recipe_step_cost(train, repeats=3 if mode == "full" else 1, steps=30 if mode == "full" else 2)
         out["contenders"][name] = {"train_cpu_s": cpu, "curve": curve, "scores": scores, "step": step,
                                    "cpu_to_c2st_080": cpu_to_reach(curve, C2ST_TARGET)}
         log(f"[efficiency] {name}: train CPU {cpu:.0f} s, C2ST mean {scores['c2st_mean']:.3f}, "

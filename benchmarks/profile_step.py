@@ -80,13 +80,33 @@ def step_flops(generator, discriminator, batch_size: int, recipe, steps: int = 1
     return counter.get_total_flops() / steps / 1e9
 
 
+def step_cost(generator, discriminator, images, batch_size: int, recipe, *, repeats: int, steps: int,
+              lr: float = 5e-4) -> dict:
+    """One D+G step: its GFLOP, the best CPU ms of `repeats` x `steps`, and the best one-thread sgemm
+    GFLOPS, measured interleaved with the steps (both on process CPU time) so both see the same machine."""
+    import copy
+
+    from entgan.gan.train import train_local
+
+    gflop = step_flops(copy.deepcopy(generator), copy.deepcopy(discriminator), batch_size, recipe)
+    train_local(generator, discriminator, images, steps=2, batch_size=batch_size, lr=lr, recipe=recipe)  # warm up
+    ms, gemm = [], []
+    for _ in range(repeats):
+        gemm.append(sgemm_gflops())
+        start = time.process_time()
+        train_local(generator, discriminator, images, steps=steps, batch_size=batch_size, lr=lr, recipe=recipe)
+        ms.append((time.process_time() - start) / steps * 1000)
+    best = min(ms)
+    return {"gflop": gflop, "ms": best, "ms_all": ms, "gflops": gflop / best * 1000, "sgemm_gflops": max(gemm),
+            "gflops_ratio": gflop / best * 1000 / max(gemm)}
+
+
 def generator_size(generator) -> int:
     with torch.no_grad():
         return generator.sample(1).shape[-1]
 
 
 def profile(args) -> dict:
-    import copy
 
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -98,15 +118,7 @@ def profile(args) -> dict:
     recipe = Recipe(ema_decay=args.ema, augment=tuple(a for a in args.augment.split(",") if a), loss=args.loss)
     generator, discriminator = build(args.arch, args.width, args.d_width, args.image_size, args.spectral_norm)
     images = torch.rand(args.images, 3, args.image_size, args.image_size) * 2 - 1
-    gflop = step_flops(copy.deepcopy(generator), copy.deepcopy(discriminator), args.batch_size, recipe)
-    train_local(generator, discriminator, images, steps=5, batch_size=args.batch_size, lr=5e-4, recipe=recipe)  # warm
-    gemm, step_ms = [], []
-    for _ in range(args.repeats):  # interleaved: sgemm, then the steps, so both see the same machine state
-        gemm.append(sgemm_gflops())
-        start = time.process_time()
-        train_local(generator, discriminator, images, steps=args.steps, batch_size=args.batch_size, lr=5e-4,
-                    recipe=recipe)
-        step_ms.append((time.process_time() - start) / args.steps * 1000)
+    cost = step_cost(generator, discriminator, images, args.batch_size, recipe, repeats=args.repeats, steps=args.steps)
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         train_local(generator, discriminator, images, steps=args.steps, batch_size=args.batch_size, lr=5e-4,
                     recipe=recipe)
@@ -114,12 +126,11 @@ def profile(args) -> dict:
     for event in prof.key_averages():
         groups[group_of(event.key)] += event.self_cpu_time_total
     total = sum(groups.values())
-    best_ms, best_gemm = min(step_ms), max(gemm)
     return {
         "machine": machine_info(), "arch": args.arch, "width": args.width, "d_width": args.d_width or args.width, "batch_size": args.batch_size,
-        "image_size": args.image_size, "ema": args.ema, "step_gflop": gflop, "step_ms": best_ms,
-        "step_ms_all": step_ms, "step_gflops": gflop / (best_ms / 1000), "sgemm_gflops": best_gemm,
-        "gflops_ratio": gflop / (best_ms / 1000) / best_gemm,
+        "image_size": args.image_size, "ema": args.ema, "step_gflop": cost["gflop"], "step_ms": cost["ms"],
+        "step_ms_all": cost["ms_all"], "step_gflops": cost["gflops"], "sgemm_gflops": cost["sgemm_gflops"],
+        "gflops_ratio": cost["gflops_ratio"],
         "groups": {g: t / total for g, t in sorted(groups.items(), key=lambda kv: -kv[1])},
         "params_g": sum(p.numel() for p in generator.parameters()),
         "params_d": sum(p.numel() for p in discriminator.parameters()),
