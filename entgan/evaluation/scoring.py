@@ -91,7 +91,7 @@ def cas_classifiers(job, plan, sets: dict[str, dict], log) -> dict:
         for i in range(job.eval.cas_seeds):
             classifier = train_cas_classifier(
                 generators, plan.types, image_size=job.train.image_size, steps=job.eval.cas_steps,
-                batch_size=job.train.batch_size, seed=job.train.seed + i, feature_dim=job.eval.feature_dim,
+                batch_size=job.eval.batch_size, seed=job.train.seed + i, feature_dim=job.eval.feature_dim,
                 channels=job.train.image_channels,
             )
             groups[f"cas/{name}/{i}"] = classifier.state_dict()

@@ -247,7 +247,7 @@ def edge_round(
             images,
             labels,
             steps=evaluation.feature_steps,
-            batch_size=train.batch_size,
+            batch_size=evaluation.batch_size,  # the evaluator's batch, not the GAN's
             seed=stable_seed(train.seed, edge, FEATURES, round_),
         )
         update.groups[FEATURES] = state

@@ -225,6 +225,11 @@ class EvalSpec(_Strict):
     feature_dim: int = Field(default=64, ge=2, le=2048)
     num_generated: int = Field(default=512, ge=16, description="fake images per FID")
     cas_steps: int = Field(default=300, ge=1, description="steps of the CAS classifier (synthetic images only)")
+    batch_size: int = Field(
+        default=16, ge=1,
+        description="batch of the evaluator's own networks (the domain feature network behind FID, and the CAS "
+        "classifiers); apart from train.batch_size, so a change to the GAN's batch leaves the metrics as they were",
+    )
     cas_seeds: int = Field(
         default=3, ge=1,
         description="CAS classifiers per set of generators (seeds train.seed, +1, ...), their counts pooled: "

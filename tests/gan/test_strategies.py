@@ -39,6 +39,19 @@ def test_edge_sends_its_types_and_the_evaluator(strategy):
     assert _differs(update.groups["box/G"], state["box/G"])
 
 
+def test_the_evaluator_trains_with_its_own_batch_not_the_gans():
+    # The domain feature network defines FID's features: a change to the GAN's batch must not change
+    # the metric (it did while the feature network trained with train.batch_size), eval.batch_size must.
+    def features(train_batch: int, eval_batch: int) -> dict:
+        train, ev = _train(batch_size=train_batch), EvalSpec(feature_steps=2, feature_dim=4, batch_size=eval_batch)
+        state = strategies.initial_state(TYPES, train, ev)
+        return strategies.edge_round("e1", state, _data(0), TYPES, train, ev, round_=1).groups[strategies.FEATURES]
+
+    same = features(4, 4)
+    assert not _differs(features(8, 4), same)
+    assert _differs(features(4, 8), same)
+
+
 def test_fedgan_cloud_averages_g_and_d():
     train = _train(strategy="fedgan")
     state = strategies.initial_state(TYPES, train, _eval())
