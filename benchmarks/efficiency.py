@@ -120,7 +120,7 @@ def run(settings, workdir: Path, log=print) -> dict:
 
 def summary_row(e: dict) -> dict:
     m = e["machine"]
-    return {"figure": "10. quality per CPU (new recipe vs a578639's)",
+    return {"figure": "10. quality per CPU (light at batch 8 vs the demo's recipe)",
             "measured": f"train CPU {e['cpu_ratio']:.2f}x; C2ST mean {e['c2st_mean_old']:.2f} -> {e['c2st_mean_new']:.2f}"
                         f" (max {e['c2st_max_new']:.2f}); CAS ratio {e['cas_ratio_new'] or 0:.2f}; gain "
                         f"{e['downstream_gain_new']:+.3f}; step {e['gflop_ratio']:.2f}x GFLOP at "
