@@ -190,7 +190,11 @@ def test_ctrl_c_during_training_stops_at_once_and_retries_nothing(demo_edges, tm
                 break
         assert process.poll() is None, process.communicate()
         os.killpg(process.pid, signal.SIGINT)
-        out, err = process.communicate(timeout=hang_guard(120))
+        try:
+            out, err = process.communicate(timeout=hang_guard(120))
+        except subprocess.TimeoutExpired as stuck:  # once, under 2x CPU oversubscription: say where it hangs
+            pytest.fail(f"entgan run still runs {stuck.timeout:.0f} s after Ctrl-C; {_session(process.pid)}\n"
+                        f"its last output:\n{_text(stuck.output)[-3000:]}\n{_text(stuck.stderr)[-3000:]}")
         after = out.splitlines()
     finally:
         if process.poll() is None:
@@ -204,3 +208,15 @@ def test_ctrl_c_during_training_stops_at_once_and_retries_nothing(demo_edges, tm
                   if f"{edge} round 1/3: " in line and "training" not in line and " step " not in line]
         assert len(starts) <= 1, starts
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def _session(sid: int) -> str:
+    """The processes of a session (the run, its task server, supervisors and tasks), for a failure message."""
+    ps = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,time,args", "--sid", str(sid)], capture_output=True, text=True,
+                        check=False)
+    return f"its processes:\n{ps.stdout}{ps.stderr}"
+
+
+def _text(output) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
