@@ -152,8 +152,6 @@ class Clock:
         return out
 
 
-
-
 def machine_info() -> dict:
     import kfp
     import mlflow

@@ -107,7 +107,6 @@ def generator_size(generator) -> int:
 
 
 def profile(args) -> dict:
-
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
